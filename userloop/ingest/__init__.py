@@ -1,0 +1,1 @@
+"""Wire formats (Segment, PostHog, Sensors Data, files) -> one Event model."""

@@ -1,0 +1,115 @@
+"""The one internal event model, and the operations on persons, groups and items.
+
+Every wire format (``segment.py``, ``posthog.py``, ``sensors.py``, file importers) turns what it
+receives into a :class:`Payload`: events plus ordered operations. The writer stores a payload in one
+transaction (see ``userloop/store/writer.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """One stored behaviour. Field order is the column order of the ``events`` table."""
+
+    project_id: int
+    message_id: str
+    event: str
+    type: str  # track | page | screen | identify | alias | group | capture | ...
+    distinct_id: str
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    timestamp: datetime  # corrected: original - (sent_at - received_at), clamped
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime
+    properties: str = "{}"  # JSON text
+    url: str | None = None
+    path: str | None = None
+    referrer: str | None = None
+    referring_domain: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    channel: str | None = None
+    os: str | None = None
+    browser: str | None = None
+    device_type: str | None = None
+    app_version: str | None = None
+    lib: str | None = None
+    ip: str | None = None
+    city: str | None = None
+    region: str | None = None
+    country: str | None = None
+    source: str = "api"  # segment | posthog | sensors | import | demo
+
+
+EVENT_FIELDS: tuple[str, ...] = Event.__struct_fields__
+
+ProfileOpKind = Literal["set", "set_once", "increment", "append", "unset", "delete"]
+
+
+class Merge(msgspec.Struct, kw_only=True, tag="merge"):
+    """Link ``other_id`` to the person of ``distinct_id`` (identify, alias, signup, bind)."""
+
+    project_id: int
+    distinct_id: str
+    other_id: str
+
+
+class Unbind(msgspec.Struct, kw_only=True, tag="unbind"):
+    """Detach ``distinct_id`` from its person; it gets a person of its own."""
+
+    project_id: int
+    distinct_id: str
+
+
+class ProfileOp(msgspec.Struct, kw_only=True, tag="profile"):
+    project_id: int
+    distinct_id: str
+    op: ProfileOpKind
+    properties: dict[str, Any] = {}
+    delete_events: bool = False
+
+
+class GroupOp(msgspec.Struct, kw_only=True, tag="group"):
+    project_id: int
+    group_type: str
+    group_key: str
+    properties: dict[str, Any] = {}
+
+
+class ItemOp(msgspec.Struct, kw_only=True, tag="item"):
+    project_id: int
+    item_type: str
+    item_id: str
+    op: Literal["set", "delete"]
+    properties: dict[str, Any] = {}
+
+
+Op = Merge | Unbind | ProfileOp | GroupOp | ItemOp
+
+
+class Rejected(msgspec.Struct):
+    messageId: str | None
+    error: str
+    code: str = "invalid_message"
+
+
+class Payload(msgspec.Struct):
+    """What one request (or one import chunk) asks the store to write, in order."""
+
+    events: list[Event] = []
+    ops: list[Op] = []
+    rejected: list[Rejected] = []
+
+    def extend(self, other: Payload) -> None:
+        self.events.extend(other.events)
+        self.ops.extend(other.ops)
+        self.rejected.extend(other.rejected)

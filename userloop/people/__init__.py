@@ -1,0 +1,1 @@
+"""Persons: identities, profile properties (and later tags, segments, layers)."""

@@ -1,0 +1,1 @@
+"""Storage: the DuckDB schema, the store wrapper and the single batching writer."""
