@@ -108,8 +108,4 @@ class Payload(msgspec.Struct):
     events: list[Event] = []
     ops: list[Op] = []
     rejected: list[Rejected] = []
-
-    def extend(self, other: Payload) -> None:
-        self.events.extend(other.events)
-        self.ops.extend(other.ops)
-        self.rejected.extend(other.rejected)
+    accepted: int = 0  # messages taken (an operation-only message stores no event)

@@ -77,6 +77,12 @@ def message_id_for(project_id: int, provided: Any, fallback: dict[str, Any]) -> 
     return "h-" + digest[:40]
 
 
+def check_message_size(msg: Any) -> None:
+    """Refuse one message over the event size limit (callers skip this when the body is smaller)."""
+    if len(_json_encode(msg)) > MAX_EVENT_BYTES:
+        raise MessageError(f"message is larger than {MAX_EVENT_BYTES} bytes", "event_too_large")
+
+
 def encode_properties(props: Any) -> str:
     if props is None:
         return "{}"

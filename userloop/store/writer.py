@@ -95,6 +95,9 @@ class Writer:
             self._thread.join()
             self._thread = None
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def __enter__(self) -> Writer:
         return self.start()
 

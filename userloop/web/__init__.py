@@ -1,0 +1,1 @@
+"""HTTP: the collector, the read and admin APIs (and later the console)."""

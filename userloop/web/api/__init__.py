@@ -1,0 +1,1 @@
+"""Route handlers, one module per area. Routes are listed in ``userloop/web/app.py``."""

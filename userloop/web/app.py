@@ -1,0 +1,100 @@
+"""The application factory: every route and middleware in one place."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from userloop.config import Settings
+from userloop.errors import UserloopError
+from userloop.store.duckdb import Store
+from userloop.store.writer import Writer
+from userloop.web.api import admin, collect, events
+from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
+
+
+async def health(request: Request) -> Response:
+    """200 when the store answers and accepts a write transaction."""
+    store: Store = request.app.state.store
+    writer: Writer = request.app.state.writer
+    try:
+        cur = store.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        cur.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+        cur.execute("ROLLBACK")
+    except Exception as exc:  # report, don't raise: this is the health endpoint
+        return JSON({"status": "error", "error": str(exc)}, status_code=503)
+    if not writer.is_alive():
+        return JSON({"status": "error", "error": "writer thread is not running"}, status_code=503)
+    return JSON({"status": "ok"})
+
+
+def _both(path: str) -> list[str]:
+    return [path, path + "/"]
+
+
+def routes() -> list[Route]:
+    r: list[Route] = [Route("/health", health, methods=["GET", "HEAD"])]
+    # Segment
+    r += [Route("/v1/{kind:str}", collect.segment_endpoint, methods=["POST"])]
+    # PostHog
+    for path in ("/batch", "/capture", "/e", "/i/v0/e", "/track", "/engage"):
+        r += [Route(p, collect.posthog_capture, methods=["POST"]) for p in _both(path)]
+    for path in ("/flags", "/decide"):
+        r += [Route(p, collect.posthog_flags, methods=["GET", "POST"]) for p in _both(path)]
+    # Sensors Data
+    for path in ("/sa", "/sa.gif"):
+        r += [Route(path, collect.sensors_endpoint, methods=["GET", "POST"])]
+    # Read APIs (secret key)
+    r += [
+        Route("/api/events", events.list_events, methods=["GET"]),
+        Route("/api/persons/{distinct_id:path}", events.get_person, methods=["GET"]),
+        Route("/api/persons/{distinct_id:path}", events.delete_person_endpoint, methods=["DELETE"]),
+    ]
+    # Admin API (server token, used by the CLI while the server holds the file)
+    r += [
+        Route("/api/admin/projects", admin.create_project, methods=["POST"]),
+        Route("/api/admin/projects", admin.find_project, methods=["GET"]),
+        Route("/api/admin/ops", admin.write_ops, methods=["POST"]),
+        Route("/api/admin/projects/{project_id:int}", admin.get_project, methods=["GET"]),
+        Route("/api/admin/import", admin.import_events, methods=["POST"]),
+        Route("/api/admin/export", admin.export_events, methods=["GET"]),
+    ]
+    return r
+
+
+def create_app(
+    store: Store,
+    *,
+    settings: Settings | None = None,
+    writer: Writer | None = None,
+    admin_token: str | None = None,
+) -> Starlette:
+    settings = settings or Settings(db_path=store.path)
+    own_writer = writer is None
+    writer = writer or Writer(store, max_batch=settings.writer_max_batch, max_wait_ms=settings.writer_max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        writer.start()
+        try:
+            yield
+        finally:
+            if own_writer:
+                writer.stop()
+
+    app = Starlette(
+        routes=routes(),
+        exception_handlers={UserloopError: handle_userloop_error, Exception: handle_internal_error},
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.writer = writer
+    app.state.settings = settings
+    app.state.admin_token = admin_token
+    return app
