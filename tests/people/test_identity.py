@@ -1,0 +1,110 @@
+"""Identity merges and profile operations, through the writer on a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from userloop.ingest.event import Event, Merge, Payload, ProfileOp, Unbind
+from userloop.store.duckdb import Store
+from userloop.store.writer import Writer
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[Store, Writer, int]]:
+    s = Store(tmp_path / "id.duckdb")
+    p = s.create_project("p", "UTC")
+    with Writer(s) as w:
+        yield s, w, p.id
+    s.close()
+
+
+def ev(pid: int, mid: str, did: str) -> Event:
+    return Event(project_id=pid, message_id=mid, event="pv", type="track", distinct_id=did, timestamp=NOW, received_at=NOW)
+
+
+def person_map(s: Store, pid: int) -> dict[str, str]:
+    rows = s.query("SELECT distinct_id, person_id FROM identities WHERE project_id = ?", [pid])
+    return {r["distinct_id"]: r["person_id"] for r in rows}
+
+
+def props(s: Store, pid: int, did: str) -> dict:
+    rows = s.query(
+        "SELECT p.properties FROM identities i JOIN persons p USING (project_id, person_id) "
+        "WHERE i.project_id = ? AND i.distinct_id = ?",
+        [pid, did],
+    )
+    return json.loads(rows[0]["properties"])
+
+
+def test_merge_two_existing_persons_keeps_identified_values(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    w.write(Payload(events=[ev(pid, "1", "anon"), ev(pid, "2", "user")], ops=[
+        ProfileOp(project_id=pid, distinct_id="anon", op="set", properties={"city": "Shanghai", "src": "weibo"}),
+        ProfileOp(project_id=pid, distinct_id="user", op="set", properties={"city": "Beijing"}),
+    ]))
+    ids = person_map(s, pid)
+    assert ids["anon"] != ids["user"]
+    w.write(Payload(ops=[Merge(project_id=pid, distinct_id="user", other_id="anon")]))
+    ids2 = person_map(s, pid)
+    assert ids2 == {"anon": ids["user"], "user": ids["user"]}
+    assert props(s, pid, "anon") == {"city": "Beijing", "src": "weibo"}
+    assert s.query("SELECT count(*) AS n FROM persons WHERE project_id = ?", [pid]) == [{"n": 1}]
+
+
+def test_merge_chain_and_unbind(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    w.write(Payload(ops=[
+        Merge(project_id=pid, distinct_id="login", other_id="cookie1"),
+        Merge(project_id=pid, distinct_id="login", other_id="cookie2"),
+        Merge(project_id=pid, distinct_id="phone", other_id="login"),
+    ]))
+    ids = person_map(s, pid)
+    assert len(set(ids.values())) == 1 and set(ids) == {"login", "cookie1", "cookie2", "phone"}
+    w.write(Payload(ops=[Unbind(project_id=pid, distinct_id="cookie2")]))
+    ids2 = person_map(s, pid)
+    assert ids2["cookie2"] != ids2["login"]
+    assert {ids2[k] for k in ("login", "cookie1", "phone")} == {ids["login"]}
+
+
+def test_profile_operations_in_order(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    op = lambda kind, p: ProfileOp(project_id=pid, distinct_id="u", op=kind, properties=p)  # noqa: E731
+    w.write(Payload(ops=[
+        op("set", {"name": "Li", "level": 1, "tags": "a"}),
+        op("set_once", {"name": "Wang", "first_channel": "douyin"}),
+        op("increment", {"level": 2, "spent": 9.5}),
+        op("increment", {"spent": 0.5}),
+        op("append", {"tags": ["b", "c"], "courses": "c1"}),
+        op("unset", {"name": None}),
+    ]))
+    assert props(s, pid, "u") == {
+        "level": 3, "tags": ["a", "b", "c"], "first_channel": "douyin", "spent": 10.0, "courses": ["c1"]
+    }
+    w.write(Payload(ops=[op("set_once", {"first_channel": "wechat"}), op("set", {"level": 7})]))
+    assert props(s, pid, "u")["first_channel"] == "douyin"
+    assert props(s, pid, "u")["level"] == 7
+
+
+def test_profile_delete_with_events(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    w.write(Payload(events=[ev(pid, "a", "d1"), ev(pid, "b", "d2"), ev(pid, "c", "other")],
+                    ops=[Merge(project_id=pid, distinct_id="d1", other_id="d2")]))
+    w.write(Payload(ops=[ProfileOp(project_id=pid, distinct_id="d2", op="delete", delete_events=True)]))
+    assert s.query("SELECT message_id FROM events ORDER BY 1") == [{"message_id": "c"}]
+    assert set(person_map(s, pid)) == {"other"}
+
+
+def test_duplicate_message_ids_in_one_batch_and_across_batches(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    assert w.write(Payload(events=[ev(pid, "x", "u"), ev(pid, "x", "u"), ev(pid, "y", "u")])).stored == 2
+    assert w.write(Payload(events=[ev(pid, "x", "u"), ev(pid, "z", "u")])).stored == 1
+    assert s.query("SELECT message_id FROM events ORDER BY 1") == [
+        {"message_id": "x"}, {"message_id": "y"}, {"message_id": "z"}
+    ]
