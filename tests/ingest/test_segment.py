@@ -149,3 +149,15 @@ def test_clock_skew_is_corrected_and_far_future_clamped(live_server: LiveServer)
     assert abs(corrected - (now - timedelta(minutes=10))) < timedelta(seconds=5)
     received = datetime.fromisoformat(events["future"]["received_at"])
     assert datetime.fromisoformat(events["future"]["timestamp"]) == received
+
+
+def test_messages_without_id_dedupe_by_content_and_timestamp(live_server: LiveServer) -> None:
+    key = live_server.project.write_key
+    with_ts = {"userId": "h", "event": "buy", "timestamp": "2026-02-02T00:00:00Z", "properties": {"n": 1}}
+    without_ts = {"userId": "h", "event": "view"}
+    for _ in range(2):
+        assert httpx.post(f"{live_server.url}/v1/track", json=with_ts, auth=(key, "")).status_code == 200
+        assert httpx.post(f"{live_server.url}/v1/track", json=without_ts, auth=(key, "")).status_code == 200
+    events = live_server.events()
+    assert sorted(e["event"] for e in events) == ["buy", "view", "view"]
+    assert all(e["message_id"].startswith("h-") for e in events)

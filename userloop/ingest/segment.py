@@ -23,6 +23,7 @@ from userloop.ingest.normalize import (
 from userloop.ingest.useragent import parse_user_agent
 
 TYPES = ("track", "page", "screen", "identify", "alias", "group")
+_HASHED = ("type", "event", "userId", "anonymousId", "timestamp", "properties", "traits", "previousId", "groupId")
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -132,8 +133,14 @@ def parse_message(
             GroupOp(project_id=project_id, group_type=group_type, group_key=group_id, properties=traits)
         )
 
-    fallback = {k: msg.get(k) for k in ("type", "event", "userId", "anonymousId", "timestamp", "properties", "traits")}
-    mid = message_id_for(project_id, msg.get("messageId"), fallback)
+    mid = msg.get("messageId")
+    if mid in (None, ""):
+        hashed = {k: msg.get(k) for k in _HASHED}
+        if original is None:  # nothing stable to tell two sends apart: each arrival is its own event
+            hashed["received_at"] = received_at.isoformat()
+        mid = message_id_for(project_id, None, hashed)
+    else:
+        mid = message_id_for(project_id, mid, {})
     out.events.append(
         build_event(
             project_id=project_id,
