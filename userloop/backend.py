@@ -64,8 +64,8 @@ def export_to_file(store: Store, project_id: int, out: Path) -> int:
     try:
         quoted = str(out).replace("'", "''")
         cur.execute(f"COPY ({export_sql(project_id)}) TO '{quoted}' (FORMAT parquet, COMPRESSION zstd)")
-        row = cur.execute("SELECT count(*) FROM events WHERE project_id = ?", [project_id]).fetchone()
-        return int(row[0]) if row else 0
+        row = cur.execute("SELECT count(*) FROM events WHERE project_id = ?", [project_id]).fetchall()
+        return int(row[0][0]) if row else 0
     finally:
         cur.close()
 

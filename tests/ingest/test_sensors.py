@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 import sensorsanalytics
 from sensorsanalytics import SensorsAnalyticsIdentity as Identity
 from sensorsanalytics.sdk import SDK_VERSION
@@ -266,11 +265,6 @@ def test_raw_track_ids_flush_time_login_fields_and_partial_batch(live_server: Li
     assert len(live_server.events()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="userloop/people/identity.py: person_of() leaves an unfinished DuckDB result when a Merge "
-    "finds both ids on one person (or an Unbind finds the id alone), and the whole write fails (503)",
-)
 def test_every_message_of_a_logged_in_user_is_stored(live_server: LiveServer) -> None:
     """Newer SDKs send login_id and anonymous_id on every message after login: each repeats the merge."""
     base = {"type": "track", "distinct_id": "u-10", "login_id": "u-10", "anonymous_id": "dev-10"}

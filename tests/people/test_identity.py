@@ -108,3 +108,17 @@ def test_duplicate_message_ids_in_one_batch_and_across_batches(store: tuple[Stor
     assert s.query("SELECT message_id FROM events ORDER BY 1") == [
         {"message_id": "x"}, {"message_id": "y"}, {"message_id": "z"}
     ]
+
+
+def test_repeated_merge_and_unbind_of_a_lone_id_are_no_ops(store: tuple[Store, Writer, int]) -> None:
+    s, w, pid = store
+    merge = Merge(project_id=pid, distinct_id="login", other_id="device")
+    w.write(Payload(ops=[merge]))
+    before = person_map(s, pid)
+    w.write(Payload(events=[ev(pid, "e1", "login")], ops=[merge]))
+    w.write(Payload(ops=[merge, Unbind(project_id=pid, distinct_id="solo")]))
+    w.write(Payload(events=[ev(pid, "e2", "solo")]))
+    w.write(Payload(ops=[Unbind(project_id=pid, distinct_id="solo")]))
+    after = person_map(s, pid)
+    assert {k: after[k] for k in before} == before
+    assert s.query("SELECT count(*) AS n FROM events") == [{"n": 2}]

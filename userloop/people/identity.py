@@ -48,8 +48,8 @@ def person_of(cur: duckdb.DuckDBPyConnection, project_id: int, distinct_id: str)
     row = cur.execute(
         "SELECT person_id FROM identities WHERE project_id = ? AND distinct_id = ?",
         [project_id, distinct_id],
-    ).fetchone()
-    return str(row[0]) if row else None
+    ).fetchall()
+    return str(row[0][0]) if row else None
 
 
 def _merge_props(keep: dict[str, Any], absorbed: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +90,8 @@ def apply_unbind(cur: duckdb.DuckDBPyConnection, op: Unbind) -> None:
     others = cur.execute(
         "SELECT count(*) FROM identities WHERE project_id = ? AND person_id = ? AND distinct_id <> ?",
         [op.project_id, current, op.distinct_id],
-    ).fetchone()
-    if not others or others[0] == 0:
+    ).fetchall()
+    if not others or others[0][0] == 0:
         return  # already alone
     fresh = uuid.uuid4().hex
     cur.execute(

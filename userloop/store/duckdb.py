@@ -42,8 +42,8 @@ class Project:
 
 
 def _valid_timezone(con: duckdb.DuckDBPyConnection, tz: str) -> bool:
-    row = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?", [tz]).fetchone()
-    return bool(row and row[0])
+    row = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?", [tz]).fetchall()
+    return bool(row and row[0][0])
 
 
 class Store:
@@ -143,10 +143,10 @@ class Store:
         row = cur.execute(
             "INSERT INTO projects (name, write_key, secret_key, timezone) VALUES (?, ?, ?, ?) RETURNING id",
             [name, write_key, secret_key, timezone],
-        ).fetchone()
-        assert row is not None
+        ).fetchall()
+        assert row
         self.reload_projects()
-        return self.project(int(row[0]))
+        return self.project(int(row[0][0]))
 
     # -- admin users ----------------------------------------------------------------------------
     def set_admin_password(self, username: str, password: str) -> None:
@@ -162,9 +162,9 @@ class Store:
     def check_admin_password(self, username: str, password: str) -> bool:
         row = self.cursor().execute(
             "SELECT password_hash FROM admin_users WHERE username = ?", [username]
-        ).fetchone()
+        ).fetchall()
         if not row:
             return False
-        _, salt, digest = str(row[0]).split("$")
+        _, salt, digest = str(row[0][0]).split("$")
         got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
         return secrets.compare_digest(got.hex(), digest)

@@ -185,8 +185,8 @@ class Writer:
                                   QUALIFY row_number() OVER (PARTITION BY project_id, message_id) = 1) b
                             LEFT JOIN identities i ON i.project_id = b.project_id AND i.distinct_id = b.distinct_id
                             ON CONFLICT DO NOTHING"""
-                    ).fetchone()
-                    inserted = int(row[0]) if row else 0
+                    ).fetchall()
+                    inserted = int(row[0][0]) if row else 0
                 finally:
                     cur.unregister("_batch")
             cur.execute("COMMIT")
