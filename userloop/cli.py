@@ -112,7 +112,7 @@ def project_create(
     with backend(db) as b:
         project = b.create_project(name, timezone)
     if as_json:
-        sys.stdout.write(json.dumps(project) + "\n")
+        _print_json(project)
     else:
         for k, v in project.items():
             out.print(f"{k:>10}: {v}")
@@ -150,11 +150,13 @@ def demo(
                 b, users=users, days=days, seed=seed, name=name,
                 progress=lambda n: progress.update(task, completed=n),
             )
-    out.print(json.dumps(_jsonable(result)))
+    _print_json(result)
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+def _print_json(value: Any) -> None:
+    """Machine-readable output: one JSON line on stdout, no colours or wrapping."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+    sys.stdout.flush()
 
 
 @import_app.command("events")
@@ -167,22 +169,30 @@ def import_events(
     mapping: Annotated[list[str] | None, typer.Option("--map", help="COLUMN=FIELD, repeatable")] = None,
 ) -> None:
     """Import events from a CSV, Parquet or JSON-lines file (work done in DuckDB)."""
-    from userloop.ingest.files import ImportSpec, count_rows, iter_chunks, parse_mapping
+    from userloop.ingest.files import ImportSpec, iter_chunks, parse_mapping
 
     with backend(db) as b:
         b.project(project)
         spec = ImportSpec(
             path=file, project_id=project, format=format, preset=preset, mapping=parse_mapping(mapping or [])
         )
-        total = count_rows(spec)
-        stored = seen = 0
+        chunks = iter_chunks(spec)
+        stored = 0
         with _progress() as progress:
-            task = progress.add_task(f"importing {file.name}", total=total)
-            for chunk in iter_chunks(spec):
+            task = progress.add_task(f"importing {file.name}", total=chunks.total)
+            for chunk in chunks:
                 stored += b.import_table(project, chunk)
-                seen += chunk.num_rows
-                progress.update(task, completed=seen)
-    out.print(json.dumps({"file": str(file), "rows": seen, "stored": stored, "duplicates": seen - stored}))
+                progress.update(task, completed=chunks.rows)
+    _print_json(
+        {
+            "file": str(file),
+            "rows": chunks.rows,
+            "stored": stored,
+            "duplicates": chunks.rows - stored,
+            "skipped": chunks.skipped,
+            "skipped_by_reason": chunks.skipped_by_reason,
+        }
+    )
 
 
 @export_app.command("events")
@@ -197,7 +207,7 @@ def export_events(
         _fail(UserloopError("bad_format", "only --format parquet is supported", "format"))
     with backend(db) as b:
         rows = b.export_parquet(project, out_path.resolve())
-    out.print(json.dumps({"file": str(out_path), "rows": rows}))
+    _print_json({"file": str(out_path), "rows": rows})
 
 
 if __name__ == "__main__":

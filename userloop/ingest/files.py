@@ -54,7 +54,7 @@ import pyarrow as pa
 
 from userloop.errors import UserloopError
 from userloop.ingest.event import EVENT_FIELDS
-from userloop.ingest.normalize import _CHANNEL_HOSTS, _SEARCH, _SOURCE_ALIASES
+from userloop.ingest.normalize import CHANNEL_HOSTS, SEARCH_HOSTS, SOURCE_ALIASES
 from userloop.ingest.presets import (
     PRESETS,
     TAOBAO_COLUMNS,
@@ -234,12 +234,12 @@ def _host(x: str) -> str:
 
 def _channel(utm_source: str, utm_medium: str, host: str) -> str:
     """``channel_for`` in SQL (``host``: the referring domain without ``www.``)."""
-    aliases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _SOURCE_ALIASES.items())
+    aliases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in SOURCE_ALIASES.items())
     hosts = " ".join(
         f"WHEN {host} = {_lit(s)} OR ends_with({host}, {_lit('.' + s)}) THEN {_lit(ch)}"
-        for s, ch in _CHANNEL_HOSTS.items()
+        for s, ch in CHANNEL_HOSTS.items()
     )
-    search = " OR ".join(f"contains({host}, {_lit(s)})" for s in _SEARCH)
+    search = " OR ".join(f"contains({host}, {_lit(s)})" for s in SEARCH_HOSTS)
     return f"""CASE WHEN lower({utm_medium}) IN ('cpc', 'ppc', 'paid', 'paidsearch', 'sem') THEN 'paid_search'
         WHEN lower({utm_medium}) = 'email' THEN 'email'
         WHEN {utm_source} IS NOT NULL THEN CASE lower({utm_source}) {aliases} ELSE 'campaign' END

@@ -106,8 +106,8 @@ def as_id(value: Any) -> str | None:
 
 # -- context promoted to columns ----------------------------------------------------------------
 
-_SEARCH = ("google.", "baidu.", "bing.", "sogou.", "so.com", "sm.cn", "yahoo.", "duckduckgo.", "yandex.")
-_CHANNEL_HOSTS = {
+SEARCH_HOSTS = ("google.", "baidu.", "bing.", "sogou.", "so.com", "sm.cn", "yahoo.", "duckduckgo.", "yandex.")
+CHANNEL_HOSTS = {
     "weixin.qq.com": "wechat",
     "mp.weixin.qq.com": "wechat",
     "weibo.com": "weibo",
@@ -122,7 +122,7 @@ _CHANNEL_HOSTS = {
     "t.co": "social",
     "linkedin.com": "social",
 }
-_SOURCE_ALIASES = {
+SOURCE_ALIASES = {
     "wechat": "wechat",
     "weixin": "wechat",
     "wechat_mp": "wechat",
@@ -149,15 +149,15 @@ def channel_for(utm_source: str | None, utm_medium: str | None, referring_domain
     if utm_medium and utm_medium.lower() == "email":
         return "email"
     if utm_source:
-        return _SOURCE_ALIASES.get(utm_source.lower(), "campaign")
+        return SOURCE_ALIASES.get(utm_source.lower(), "campaign")
     if referring_domain:
         host = referring_domain.lower()
         if host.startswith("www."):
             host = host[4:]
-        for suffix, channel in _CHANNEL_HOSTS.items():
+        for suffix, channel in CHANNEL_HOSTS.items():
             if host == suffix or host.endswith("." + suffix):
                 return channel
-        if any(s in host for s in _SEARCH):
+        if any(s in host for s in SEARCH_HOSTS):
             return "search"
         return "referral"
     return "direct"
