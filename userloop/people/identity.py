@@ -1,7 +1,7 @@
 """Identity: distinct ids -> persons, and merging anonymous and known ids.
 
 Runs inside the writer's transaction (``userloop/store/writer.py``). New distinct ids get a person
-in bulk SQL; merges are rare and applied one by one, in the order they arrived.
+in bulk SQL; merges are applied in bulk, in the order they arrived (union-find over person ids).
 
 A new person's id is ``md5(project_id || ':' || distinct_id)``, so replaying the same data gives
 the same ids. On a merge the person of ``distinct_id`` (the identified id) absorbs the other.
@@ -10,6 +10,7 @@ the same ids. On a merge the person of ``distinct_id`` (the identified id) absor
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -52,35 +53,105 @@ def person_of(cur: duckdb.DuckDBPyConnection, project_id: int, distinct_id: str)
     return str(row[0][0]) if row else None
 
 
-def _merge_props(keep: dict[str, Any], absorbed: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(absorbed)
-    merged.update(keep)  # the surviving person's values win
-    return merged
+def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> None:
+    """Apply merges in order, in bulk: one read of the persons involved, one update of identities.
 
-
-def apply_merge(cur: duckdb.DuckDBPyConnection, op: Merge) -> None:
-    keep = person_of(cur, op.project_id, op.distinct_id)
-    gone = person_of(cur, op.project_id, op.other_id)
-    if keep is None or gone is None or keep == gone:
+    Each merge joins the person of ``other_id`` into the person of ``distinct_id`` (union-find over
+    person ids, so chains like a->b then b->c end on one survivor). The survivor keeps its own
+    property values where both have one, and the earliest ``created_at``.
+    """
+    if not merges:
         return
-    rows = cur.execute(
-        "SELECT person_id, properties, created_at FROM persons WHERE project_id = ? AND person_id IN (?, ?)",
-        [op.project_id, keep, gone],
-    ).fetchall()
-    by_id = {r[0]: (msgspec.json.decode(r[1] or "{}"), r[2]) for r in rows}
-    keep_props, keep_created = by_id.get(keep, ({}, None))
-    gone_props, gone_created = by_id.get(gone, ({}, None))
-    created = min(c for c in (keep_created, gone_created) if c is not None) if by_id else None
-    cur.execute(
-        "UPDATE identities SET person_id = ? WHERE project_id = ? AND person_id = ?",
-        [keep, op.project_id, gone],
+    keys = pa.table(
+        {
+            "project_id": pa.array([m.project_id for m in merges for _ in (0, 1)], pa.int32()),
+            "distinct_id": pa.array([d for m in merges for d in (m.distinct_id, m.other_id)], pa.string()),
+        }
     )
-    cur.execute(
-        "UPDATE persons SET properties = ?, created_at = coalesce(?, created_at), updated_at = now() "
-        "WHERE project_id = ? AND person_id = ?",
-        [msgspec.json.encode(_merge_props(keep_props, gone_props)).decode(), created, op.project_id, keep],
+    cur.register("_mkeys", keys)
+    try:
+        rows = cur.execute(
+            "SELECT DISTINCT k.project_id, k.distinct_id, i.person_id FROM _mkeys k "
+            "JOIN identities i USING (project_id, distinct_id)"
+        ).fetchall()
+    finally:
+        cur.unregister("_mkeys")
+    person = {(r[0], r[1]): (r[0], r[2]) for r in rows}
+    parent: dict[tuple[int, str], tuple[int, str]] = {}
+
+    def root(x: tuple[int, str]) -> tuple[int, str]:
+        while x in parent:
+            x = parent[x]
+        return x
+
+    steps: list[tuple[tuple[int, str], tuple[int, str]]] = []  # (absorbed root, surviving root)
+    for m in merges:
+        a = person.get((m.project_id, m.distinct_id))
+        b = person.get((m.project_id, m.other_id))
+        if a is None or b is None:
+            continue
+        keep, gone = root(a), root(b)
+        if keep != gone:
+            parent[gone] = keep
+            steps.append((gone, keep))
+    if not steps:
+        return
+    final = {gone: root(gone) for gone in parent}
+    involved = pa.table(
+        {
+            "project_id": pa.array([k[0] for k in {*final, *final.values()}], pa.int32()),
+            "person_id": pa.array([k[1] for k in {*final, *final.values()}], pa.string()),
+        }
     )
-    cur.execute("DELETE FROM persons WHERE project_id = ? AND person_id = ?", [op.project_id, gone])
+    cur.register("_minv", involved)
+    try:
+        rows = cur.execute(
+            "SELECT p.project_id, p.person_id, p.properties, p.created_at FROM persons p "
+            "JOIN _minv v USING (project_id, person_id)"
+        ).fetchall()
+    finally:
+        cur.unregister("_minv")
+    props: dict[tuple[int, str], dict[str, Any]] = {(r[0], r[1]): msgspec.json.decode(r[2] or "{}") for r in rows}
+    created: dict[tuple[int, str], Any] = {(r[0], r[1]): r[3] for r in rows}
+    for gone, keep in steps:
+        props[keep] = {**props.pop(gone, {}), **props.get(keep, {})}
+        times = [t for t in (created.pop(gone, None), created.get(keep)) if t is not None]
+        if times:
+            created[keep] = min(times)
+    moves = pa.table(
+        {
+            "project_id": pa.array([g[0] for g in final], pa.int32()),
+            "old": pa.array([g[1] for g in final], pa.string()),
+            "new": pa.array([k[1] for k in final.values()], pa.string()),
+        }
+    )
+    survivors = sorted(set(final.values()))
+    updates = pa.table(
+        {
+            "project_id": pa.array([k[0] for k in survivors], pa.int32()),
+            "person_id": pa.array([k[1] for k in survivors], pa.string()),
+            "properties": pa.array([msgspec.json.encode(props.get(k, {})).decode() for k in survivors], pa.string()),
+            "created_at": pa.array([created.get(k) for k in survivors], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    cur.register("_mmoves", moves)
+    cur.register("_mupd", updates)
+    try:
+        cur.execute(
+            "UPDATE identities SET person_id = m.new FROM _mmoves m "
+            "WHERE identities.project_id = m.project_id AND identities.person_id = m.old"
+        )
+        cur.execute(
+            "UPDATE persons SET properties = u.properties, created_at = coalesce(u.created_at, persons.created_at), "
+            "updated_at = now() FROM _mupd u "
+            "WHERE persons.project_id = u.project_id AND persons.person_id = u.person_id"
+        )
+        cur.execute(
+            "DELETE FROM persons WHERE (project_id, person_id) IN (SELECT (project_id, old) FROM _mmoves)"
+        )
+    finally:
+        cur.unregister("_mmoves")
+        cur.unregister("_mupd")
 
 
 def apply_unbind(cur: duckdb.DuckDBPyConnection, op: Unbind) -> None:

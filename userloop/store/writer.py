@@ -21,7 +21,7 @@ import msgspec
 import pyarrow as pa
 
 from userloop.ingest.event import EVENT_FIELDS, Event, GroupOp, ItemOp, Merge, Op, Payload, ProfileOp, Unbind
-from userloop.people.identity import apply_merge, apply_unbind, ensure_identities
+from userloop.people.identity import apply_merges, apply_unbind, ensure_identities
 from userloop.people.profiles import apply_profile_ops
 from userloop.store.duckdb import Store
 from userloop.store.schema import EVENT_COLUMN_NAMES
@@ -235,10 +235,14 @@ def _identity_keys(batch: pa.Table | None, ops: list[Op]) -> pa.Table | None:
 
 def _apply_ops(cur, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
     profile_ops: list[ProfileOp] = []
+    merges: list[Merge] = []
     for op in ops:
         if isinstance(op, Merge):
-            apply_merge(cur, op)
-        elif isinstance(op, Unbind):
+            merges.append(op)  # consecutive merges go in one bulk step
+            continue
+        if isinstance(op, Unbind):
+            apply_merges(cur, merges)
+            merges = []
             apply_unbind(cur, op)
         elif isinstance(op, ProfileOp):
             profile_ops.append(op)
@@ -265,4 +269,5 @@ def _apply_ops(cur, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
                     "WHERE project_id = ? AND item_type = ? AND item_id = ?",
                     [op.project_id, op.item_type, op.item_id],
                 )
+    apply_merges(cur, merges)
     apply_profile_ops(cur, profile_ops)
