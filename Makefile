@@ -18,7 +18,7 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 demo: install
-	$(BIN)/userloop demo --db $(DB) --if-empty
+	$(BIN)/userloop demo --db $(DB)
 	$(BIN)/userloop serve --db $(DB) --host $(HOST) --port $(PORT) --show-credentials
 
 test: install-dev

@@ -137,7 +137,7 @@ def demo(
     name: Annotated[str, typer.Option(help="project name")] = "demo",
 ) -> None:
     """Generate the demo data set (an online-education organisation) into a project, once."""
-    from userloop.demo.simulator import load_demo
+    from userloop.demo.loader import load_demo
 
     with backend(db) as b:
         existing = b.find_project(name)
