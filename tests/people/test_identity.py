@@ -122,3 +122,22 @@ def test_repeated_merge_and_unbind_of_a_lone_id_are_no_ops(store: tuple[Store, W
     after = person_map(s, pid)
     assert {k: after[k] for k in before} == before
     assert s.query("SELECT count(*) AS n FROM events") == [{"n": 2}]
+
+
+def test_overrides_make_stored_person_ids_current(store: tuple[Store, Writer, int]) -> None:
+    """coalesce(person_overrides, events.person_id) equals the identities join for every event."""
+    s, w, pid = store
+    w.write(Payload(events=[ev(pid, "1", "a"), ev(pid, "2", "b"), ev(pid, "3", "c"), ev(pid, "4", "d")]))
+    w.write(Payload(ops=[Merge(project_id=pid, distinct_id="b", other_id="a")]))
+    w.write(Payload(events=[ev(pid, "5", "a")], ops=[Merge(project_id=pid, distinct_id="c", other_id="b")]))
+    w.write(Payload(ops=[Unbind(project_id=pid, distinct_id="a")]))
+    rows = s.query(
+        """SELECT e.message_id, coalesce(o.person_id, e.person_id) AS fast, i.person_id AS exact
+           FROM events e
+           LEFT JOIN person_overrides o USING (project_id, distinct_id)
+           JOIN identities i USING (project_id, distinct_id) ORDER BY 1"""
+    )
+    assert [r["fast"] for r in rows] == [r["exact"] for r in rows]
+    by_mid = {r["message_id"]: r["exact"] for r in rows}
+    assert by_mid["2"] == by_mid["3"] != by_mid["1"] == by_mid["5"]
+    assert by_mid["4"] not in (by_mid["1"], by_mid["2"])

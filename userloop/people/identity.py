@@ -138,6 +138,11 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
     cur.register("_mupd", updates)
     try:
         cur.execute(
+            "INSERT INTO person_overrides SELECT i.project_id, i.distinct_id, m.new "
+            "FROM identities i JOIN _mmoves m ON i.project_id = m.project_id AND i.person_id = m.old "
+            "ON CONFLICT DO UPDATE SET person_id = excluded.person_id"
+        )
+        cur.execute(
             "UPDATE identities SET person_id = m.new FROM _mmoves m "
             "WHERE identities.project_id = m.project_id AND identities.person_id = m.old"
         )
@@ -173,4 +178,8 @@ def apply_unbind(cur: duckdb.DuckDBPyConnection, op: Unbind) -> None:
     cur.execute(
         "UPDATE identities SET person_id = ? WHERE project_id = ? AND distinct_id = ?",
         [fresh, op.project_id, op.distinct_id],
+    )
+    cur.execute(
+        "INSERT INTO person_overrides VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET person_id = excluded.person_id",
+        [op.project_id, op.distinct_id, fresh],
     )

@@ -104,5 +104,10 @@ def delete_person(cur: duckdb.DuckDBPyConnection, project_id: int, person_id: st
                (SELECT distinct_id FROM identities WHERE project_id = ? AND person_id = ?)""",
             [project_id, project_id, person_id],
         )
+    cur.execute(
+        "DELETE FROM person_overrides WHERE project_id = ? AND distinct_id IN "
+        "(SELECT distinct_id FROM identities WHERE project_id = ? AND person_id = ?)",
+        [project_id, project_id, person_id],
+    )
     cur.execute("DELETE FROM identities WHERE project_id = ? AND person_id = ?", [project_id, person_id])
     cur.execute("DELETE FROM persons WHERE project_id = ? AND person_id = ?", [project_id, person_id])

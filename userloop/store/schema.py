@@ -72,6 +72,14 @@ DDL: list[str] = [
         person_id VARCHAR NOT NULL,
         PRIMARY KEY (project_id, distinct_id)
     )""",
+    # distinct ids whose person changed after events were stored under them (merges, unbinds):
+    # analytics read coalesce(override, events.person_id) instead of joining all identities.
+    """CREATE TABLE IF NOT EXISTS person_overrides (
+        project_id INTEGER NOT NULL,
+        distinct_id VARCHAR NOT NULL,
+        person_id VARCHAR NOT NULL,
+        PRIMARY KEY (project_id, distinct_id)
+    )""",
     """CREATE TABLE IF NOT EXISTS groups (
         project_id INTEGER NOT NULL,
         group_type VARCHAR NOT NULL,
