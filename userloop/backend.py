@@ -51,6 +51,7 @@ class Backend(Protocol):
     def find_project(self, name: str) -> dict[str, Any] | None: ...
     def export_parquet(self, project_id: int, out: Path) -> int: ...
     def project(self, project_id: int) -> dict[str, Any]: ...
+    def query(self, project_id: int, body: bytes) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -82,6 +83,11 @@ class LocalBackend:
 
     def project(self, project_id: int) -> dict[str, Any]:
         return self.store.project(project_id).to_dict()
+
+    def query(self, project_id: int, body: bytes) -> dict[str, Any]:
+        from userloop.query.runner import run_query
+
+        return run_query(self.store, self.store.project(project_id), body)
 
     def find_project(self, name: str) -> dict[str, Any] | None:
         p = self.store.project_by_name(name)
@@ -124,6 +130,13 @@ class RemoteBackend:
 
     def project(self, project_id: int) -> dict[str, Any]:
         return self._check(self.client.get(f"/api/admin/projects/{project_id}")).json()  # type: ignore[no-any-return]
+
+    def query(self, project_id: int, body: bytes) -> dict[str, Any]:
+        resp = self.client.post(
+            "/api/admin/query", params={"project": project_id}, content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return self._check(resp).json()  # type: ignore[no-any-return]
 
     def find_project(self, name: str) -> dict[str, Any] | None:
         resp = self.client.get("/api/admin/projects", params={"name": name})

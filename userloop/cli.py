@@ -210,5 +210,24 @@ def export_events(
     _print_json({"file": str(out_path), "rows": rows})
 
 
+@app.command()
+def query(
+    file: Annotated[Path, typer.Argument(help="a JSON query; '-' reads standard input")],
+    project: Annotated[int, typer.Option("--project", help="project id (overrides the file's)")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Run an analysis (trends, funnel, retention, ...) and print its JSON result."""
+    raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        _fail(UserloopError("malformed_json", f"{file} is not valid JSON: {exc}"))
+        raise
+    if isinstance(body, dict):
+        body["project"] = project
+    with backend(db) as b:
+        _print_json(b.query(project, json.dumps(body).encode()))
+
+
 if __name__ == "__main__":
     app()

@@ -14,7 +14,7 @@ from userloop.config import Settings
 from userloop.errors import UserloopError
 from userloop.store.duckdb import Store
 from userloop.store.writer import Writer
-from userloop.web.api import admin, collect, events
+from userloop.web.api import admin, collect, events, query
 from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
 
 
@@ -53,6 +53,7 @@ def routes() -> list[Route]:
     # Read APIs (secret key)
     r += [
         Route("/api/events", events.list_events, methods=["GET"]),
+        Route("/api/query", query.query, methods=["POST"]),
         Route("/api/persons/{distinct_id:path}", events.get_person, methods=["GET"]),
         Route("/api/persons/{distinct_id:path}", events.delete_person_endpoint, methods=["DELETE"]),
     ]
@@ -64,6 +65,7 @@ def routes() -> list[Route]:
         Route("/api/admin/projects/{project_id:int}", admin.get_project, methods=["GET"]),
         Route("/api/admin/import", admin.import_events, methods=["POST"]),
         Route("/api/admin/export", admin.export_events, methods=["GET"]),
+        Route("/api/admin/query", admin.query, methods=["POST"]),
     ]
     return r
 

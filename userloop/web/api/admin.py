@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, Response
 from userloop.backend import export_to_file
 from userloop.errors import AuthError, NotFound, UserloopError
 from userloop.ingest.event import Op, Payload
+from userloop.query.runner import run_query
 from userloop.web.http import JSON, bearer, decode_json, read_body, store_of
 
 
@@ -102,3 +103,12 @@ async def export_events(request: Request) -> Response:
         headers={"x-userloop-rows": str(rows)},
         background=BackgroundTask(path.unlink, missing_ok=True),
     )
+
+
+async def query(request: Request) -> Response:
+    """An analysis for the CLI (``userloop query``) while the server holds the file."""
+    _require_admin(request)
+    project_id = _project_param(request)
+    raw = await read_body(request)
+    store = store_of(request)
+    return JSON(await asyncio.to_thread(run_query, store, store.project(project_id), raw))
