@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pandas as pd
@@ -130,10 +131,10 @@ def test_taobao_daily_pv_uv_match_pandas(tmp_path) -> None:  # type: ignore[no-u
         project = b.create_project("tb", "Asia/Shanghai")
         for chunk in iter_chunks(ImportSpec(path=path, project_id=project["id"], preset="taobao")):
             b.import_table(project["id"], chunk)
-        r = b.query(project["id"], (
-            '{"kind": "trends", "project": %d, "date_from": "2017-11-25", "date_to": "2017-12-03", "interval": "day",'
-            ' "series": [{"event": "pv"}, {"event": "pv", "math": "uv"}, {"event": "buy", "math": "uv"}]}' % project["id"]
-        ).encode())
+        body = {"kind": "trends", "project": project["id"], "date_from": "2017-11-25", "date_to": "2017-12-03",
+                "interval": "day",
+                "series": [{"event": "pv"}, {"event": "pv", "math": "uv"}, {"event": "buy", "math": "uv"}]}
+        r = b.query(project["id"], json.dumps(body).encode())
     finally:
         b.close()
     df = pd.read_csv(path, header=None, names=["user", "item", "cat", "kind", "ts"])
