@@ -38,6 +38,9 @@ class Dialect(Protocol):
     def contains(self, expr: str, needle: str) -> str: ...
     def regex(self, expr: str, pattern: str) -> str: ...
     def epoch_seconds(self, ts: str) -> str: ...
+    def epoch_micros(self, ts: str) -> str: ...
+    def arg_min(self, arg: str, key: str) -> str: ...
+    def arg_max(self, arg: str, key: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -67,6 +70,17 @@ class DuckDBDialect:
 
     def epoch_seconds(self, ts: str) -> str:
         return f"epoch({ts})"
+
+    def epoch_micros(self, ts: str) -> str:
+        """Whole microseconds since the epoch (an integer: exact gaps and durations)."""
+        return f"epoch_us({ts})"
+
+    def arg_min(self, arg: str, key: str) -> str:
+        """``arg`` at the row with the smallest ``key`` (rows with a NULL key or arg are skipped)."""
+        return f"arg_min({arg}, {key})"
+
+    def arg_max(self, arg: str, key: str) -> str:
+        return f"arg_max({arg}, {key})"
 
 
 DUCKDB = DuckDBDialect()
