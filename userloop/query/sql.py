@@ -41,6 +41,7 @@ class Dialect(Protocol):
     def epoch_micros(self, ts: str) -> str: ...
     def arg_min(self, arg: str, key: str) -> str: ...
     def arg_max(self, arg: str, key: str) -> str: ...
+    def median(self, expr: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -81,6 +82,10 @@ class DuckDBDialect:
 
     def arg_max(self, arg: str, key: str) -> str:
         return f"arg_max({arg}, {key})"
+
+    def median(self, expr: str) -> str:
+        """The exact median of a numeric aggregate (NULLs skipped; NULL for no rows)."""
+        return f"median({expr})"
 
 
 DUCKDB = DuckDBDialect()
