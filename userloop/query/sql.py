@@ -41,6 +41,8 @@ class Dialect(Protocol):
     def epoch_micros(self, ts: str) -> str: ...
     def arg_min(self, arg: str, key: str) -> str: ...
     def arg_max(self, arg: str, key: str) -> str: ...
+    def date_diff(self, unit: str, start: str, end: str) -> str: ...
+    def quantiles(self, expr: str, fractions: str) -> str: ...
     def median(self, expr: str) -> str: ...
 
 
@@ -82,6 +84,16 @@ class DuckDBDialect:
 
     def arg_max(self, arg: str, key: str) -> str:
         return f"arg_max({arg}, {key})"
+
+    def date_diff(self, unit: str, start: str, end: str) -> str:
+        """Whole ``unit``s from ``start`` to ``end``; exact for bucket starts made by :meth:`trunc`."""
+        assert unit in ("hour", "day", "week", "month")
+        return f"date_diff('{unit}', {start}, {end})"
+
+    def quantiles(self, expr: str, fractions: str) -> str:
+        """A list: the linearly interpolated quantiles of ``expr`` (pandas' default) at ``fractions``
+        (a bound list of numbers in [0, 1]); NULL over no rows."""
+        return f"quantile_cont({expr}, {fractions})"
 
     def median(self, expr: str) -> str:
         """The exact median of a numeric aggregate (NULLs skipped; NULL for no rows)."""
