@@ -15,7 +15,7 @@ from userloop.errors import UserloopError
 from userloop.query.buckets import buckets, label
 from userloop.query.model import Breakdown, Interval, PropertyFilter, Query, check_filter, parse_breakdown
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql, prop
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
 
 Math = Literal["total", "uv", "per_user", "sum", "avg", "min", "max"]
 OTHER = "$other"
@@ -131,6 +131,15 @@ def _series_results(ctx: Ctx, q: TrendsQuery, s: Series, date_from: date, date_t
 
 def run_trends(ctx: Ctx, q: TrendsQuery) -> dict[str, Any]:
     check_events(ctx, [s.event for s in q.series], "series[{i}].event")
+    wanted = filter_properties(q.filters, "filters")
+    for i, s in enumerate(q.series):
+        if s.property:
+            wanted.append((s.property, "event", f"series[{i}].property"))
+        wanted += filter_properties(s.filters, f"series[{i}].filters")
+    bd = parse_breakdown(q.breakdown)
+    if bd:
+        wanted.append((bd.property, bd.type, "breakdown"))
+    check_properties(ctx, wanted)
     results = []
     for s in q.series:
         results += _series_results(ctx, q, s, q.date_from, q.date_to, "current")

@@ -248,3 +248,26 @@ def check_events(ctx: Ctx, names: list[str], field: str) -> None:
     for i, name in enumerate(names):
         if name not in seen:
             raise UserloopError("unknown_event", f"no event named {name!r} in this project", field.format(i=i))
+
+
+def check_properties(ctx: Ctx, wanted: list[tuple[str, PropertyType, str]]) -> None:
+    """400 naming the field when a property was never seen: (name, event|person, field)."""
+    for name, kind, where in wanted:
+        if kind == "event":
+            if name in COLUMNS:
+                continue
+            rows = ctx.store.query(
+                "SELECT 1 FROM event_properties WHERE project_id = ? AND property = ? LIMIT 1",
+                [ctx.project.id, name],
+            )
+        else:
+            rows = ctx.store.query(
+                "SELECT 1 FROM persons WHERE project_id = ? AND json_exists(properties, ?) LIMIT 1",
+                [ctx.project.id, json_path(name)],
+            )
+        if not rows:
+            raise UserloopError("unknown_property", f"no {kind} property named {name!r} in this project", where)
+
+
+def filter_properties(filters: list[PropertyFilter], prefix: str) -> list[tuple[str, PropertyType, str]]:
+    return [(f.property, f.type, f"{prefix}[{i}].property") for i, f in enumerate(filters)]

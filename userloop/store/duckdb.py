@@ -96,6 +96,13 @@ class Store:
         cur.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION]
         )
+        known = cur.execute("SELECT count(*) FROM event_properties").fetchall()[0][0]
+        if not known:  # a file from before event_properties existed: learn its properties once
+            cur.execute(
+                """INSERT INTO event_properties
+                   SELECT DISTINCT project_id, event, unnest(coalesce(json_keys(properties), []))
+                   FROM events ON CONFLICT DO NOTHING"""
+            )
 
     # -- projects -------------------------------------------------------------------------------
     def reload_projects(self) -> None:

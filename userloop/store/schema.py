@@ -80,6 +80,13 @@ DDL: list[str] = [
         person_id VARCHAR NOT NULL,
         PRIMARY KEY (project_id, distinct_id)
     )""",
+    # which events and property keys a project has seen: query validation and autocomplete
+    """CREATE TABLE IF NOT EXISTS event_properties (
+        project_id INTEGER NOT NULL,
+        event VARCHAR NOT NULL,
+        property VARCHAR NOT NULL,
+        PRIMARY KEY (project_id, event, property)
+    )""",
     """CREATE TABLE IF NOT EXISTS groups (
         project_id INTEGER NOT NULL,
         group_type VARCHAR NOT NULL,

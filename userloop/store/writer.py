@@ -187,6 +187,11 @@ class Writer:
                             ON CONFLICT DO NOTHING"""
                     ).fetchall()
                     inserted = int(row[0][0]) if row else 0
+                    cur.execute(
+                        """INSERT INTO event_properties
+                           SELECT DISTINCT project_id, event, unnest(coalesce(json_keys(properties), []))
+                           FROM _batch ON CONFLICT DO NOTHING"""
+                    )
                 finally:
                     cur.unregister("_batch")
             cur.execute("COMMIT")
