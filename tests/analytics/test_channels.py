@@ -169,6 +169,8 @@ def test_filters_and_empty_range(shop: World) -> None:
     ({"attribution": "linear"}, "invalid_field", "attribution"),
     ({"register_event": "nope"}, "unknown_event", "register_event"),
     ({"limit": 0}, "bad_limit", "limit"),
+    ({"revenue_property": "amount"}, "unknown_property", "revenue_property"),
+    ({"filters": [{"property": "colour", "value": "red"}]}, "unknown_property", "filters[0].property"),
 ])
 def test_bad_queries_name_the_field(shop: World, body: dict, code: str, field: str) -> None:
     with pytest.raises(UserloopError) as exc:

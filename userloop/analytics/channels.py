@@ -19,13 +19,13 @@ import msgspec
 from userloop.errors import UserloopError
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql, prop
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
 
 Dimension = Literal["channel", "utm_source", "utm_medium", "utm_campaign", "referring_domain"]
 DIMENSIONS: tuple[str, ...] = Dimension.__args__  # type: ignore[attr-defined]
 OTHER = "$other"
 NONE = "$none"
-REGISTER, PURCHASE = "sign_up", "purchase"
+REGISTER, PURCHASE, REVENUE = "sign_up", "purchase", "revenue"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "all history": touches and first visits look back to here
 
 
@@ -48,7 +48,7 @@ class ChannelsQuery(Query, tag="channels"):
     dimension: Dimension = "channel"
     register_event: str = REGISTER
     purchase_event: str = PURCHASE
-    revenue_property: str = "revenue"
+    revenue_property: str = REVENUE
     costs: list[Cost] = []
     exclude_values: list[str] = []  # values that are not a touch (e.g. "direct": last non-direct touch)
     limit: int = 50  # the top N values by visitors; the rest are "$other"
@@ -172,6 +172,10 @@ def run_channels(ctx: Ctx, q: ChannelsQuery) -> dict[str, Any]:
     for name, default, field in ((q.register_event, REGISTER, "register_event"), (q.purchase_event, PURCHASE, "purchase_event")):
         if name != default:
             check_events(ctx, [name], field)
+    wanted = filter_properties(q.filters, "filters")
+    if q.revenue_property != REVENUE:
+        wanted.append((q.revenue_property, "event", "revenue_property"))
+    check_properties(ctx, wanted)
     rows = [_row(r) for r in ctx.fetch(channels_sql(ctx, q))]
     empty = dict.fromkeys(("visitors", "new_visitors", "registered", "buyers", "purchases", "revenue",
                            "costed_registered", "costed_buyers", "costed_revenue"), 0)  # fmt: skip
