@@ -58,7 +58,8 @@ def newcomers_sql(
     base = events_sql(ctx, EPOCH, until, filters=filters)
     s = ctx.p(since)
     inv = f"CASE WHEN e.timestamp >= {s} THEN {prop(ctx, inviter_property)} END"
-    inner = f"SELECT e.person_id AS pid, e.timestamp AS ts, {inv} AS inv, {landing} AS landing FROM ({base}) e"
+    land = f"CASE WHEN e.timestamp >= {s} THEN {landing} END"
+    inner = f"SELECT e.person_id AS pid, e.timestamp AS ts, {inv} AS inv, {land} AS landing FROM ({base}) e"
     first_landing = d.arg_min("CASE WHEN i.inv IS NOT NULL THEN i.landing END", "i.ts")
     return (
         f"SELECT i.pid, min(i.ts) AS t0, min(CASE WHEN i.inv IS NOT NULL THEN i.ts END) AS ti, "
