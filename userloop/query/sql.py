@@ -44,6 +44,7 @@ class Dialect(Protocol):
     def date_diff(self, unit: str, start: str, end: str) -> str: ...
     def quantiles(self, expr: str, fractions: str) -> str: ...
     def median(self, expr: str) -> str: ...
+    def hash64(self, expr: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -98,6 +99,10 @@ class DuckDBDialect:
     def median(self, expr: str) -> str:
         """The exact median of a numeric aggregate (NULLs skipped; NULL for no rows)."""
         return f"median({expr})"
+
+    def hash64(self, expr: str) -> str:
+        """A 64-bit unsigned hash of a text value (person keys for the funnel engine)."""
+        return f"hash({expr})"
 
 
 DUCKDB = DuckDBDialect()
