@@ -48,35 +48,34 @@ def newcomers_sql(
     filters: list[PropertyFilter],
     landing: str = "NULL",
 ) -> str:
-    """Persons whose first event lies in [since, until): ``pid``, ``t0`` (that event's time),
-    ``ti`` (their first event carrying an inviter), ``inviter`` (its distinct id) and ``landing``
-    (an expression over ``e``: its first non-null value on the events carrying an inviter).
+    """Persons whose first event lies in [since, until): ``pid``, ``t0`` (that event's time) and,
+    from the events at ``t0`` that carry ``inviter_property``: ``inviter`` (its value, a distinct
+    id; NULL when none does) and ``landing`` (an expression over ``e``, e.g. the content id).
 
-    Events before ``since`` are read only for their time: properties are parsed from ``since`` on.
+    Two passes: the first time of every person (no properties read), then the properties of the
+    events at that time only.
     """
-    d = ctx.dialect
     base = events_sql(ctx, EPOCH, until, filters=filters)
     s = ctx.p(since)
-    inv = f"CASE WHEN e.timestamp >= {s} THEN {prop(ctx, inviter_property)} END"
-    land = f"CASE WHEN e.timestamp >= {s} THEN {landing} END"
-    inner = f"SELECT e.person_id AS pid, e.timestamp AS ts, {inv} AS inv, {land} AS landing FROM ({base}) e"
-    first_landing = d.arg_min("CASE WHEN i.inv IS NOT NULL THEN i.landing END", "i.ts")
+    firsts = f"SELECT e.person_id AS pid, min(e.timestamp) AS t0 FROM ({base}) e GROUP BY e.person_id HAVING min(e.timestamp) >= {s}"
+    at_first = events_sql(ctx, since, until, filters=filters)
+    inv = prop(ctx, inviter_property)
     return (
-        f"SELECT i.pid, min(i.ts) AS t0, min(CASE WHEN i.inv IS NOT NULL THEN i.ts END) AS ti, "
-        f"{d.arg_min('i.inv', 'i.ts')} AS inviter, {first_landing} AS landing "
-        f"FROM ({inner}) i GROUP BY i.pid HAVING min(i.ts) >= {s}"
+        f"SELECT f.pid, f.t0, min({inv}) AS inviter, min(CASE WHEN {inv} IS NOT NULL THEN {landing} END) AS landing "
+        f"FROM ({firsts}) f LEFT JOIN ({at_first}) e ON e.person_id = f.pid AND e.timestamp = f.t0 "
+        f"GROUP BY f.pid, f.t0"
     )
 
 
 def invited_sql(ctx: Ctx, newcomers: str, invites: str) -> str:
-    """Newcomers (``newcomers_sql``) whose first event carries an inviter who is another known person
+    """Newcomers (``newcomers_sql``) whose first event names an inviter who is another known person
     with an invite at or before it; ``invites`` selects ``pid``, ``ts`` (and more) of invite events.
     Adds ``ipid`` (the inviter's person) and the matched invite's columns as ``share_<name>``."""
     return (
         f"SELECT n.pid, n.t0, n.landing, ids.person_id AS ipid, sh.* FROM ({newcomers}) n "
         f"JOIN identities ids ON ids.project_id = {ctx.p(ctx.project.id)} AND ids.distinct_id = n.inviter "
         f"ASOF JOIN ({invites}) sh ON sh.share_pid = ids.person_id AND n.t0 >= sh.share_ts "
-        f"WHERE n.ti = n.t0 AND ids.person_id <> n.pid"
+        f"WHERE ids.person_id <> n.pid"
     )
 
 
