@@ -45,6 +45,7 @@ class Dialect(Protocol):
     def quantiles(self, expr: str, fractions: str) -> str: ...
     def median(self, expr: str) -> str: ...
     def hash64(self, expr: str) -> str: ...
+    def from_epoch_micros(self, micros: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -104,6 +105,11 @@ class DuckDBDialect:
     def hash64(self, expr: str) -> str:
         """A 64-bit unsigned hash of a text value (person keys for the funnel engine)."""
         return f"hash({expr})"
+
+    def from_epoch_micros(self, micros: str) -> str:
+        """A naive TIMESTAMP from whole microseconds since 1970-01-01 00:00 (no time zone work:
+        local wall-clock time as epoch micros plus the UTC offset, much cheaper than ``timezone``)."""
+        return f"make_timestamp({micros})"
 
 
 DUCKDB = DuckDBDialect()
