@@ -82,11 +82,27 @@ def channels_sql(ctx: Ctx, q: ChannelsQuery) -> str:
         excluded = ", ".join(ctx.p(v) for v in q.exclude_values)
         value = f"CASE WHEN {value} IN ({excluded}) THEN NULL ELSE {value} END"
     revenue = d.number(prop(ctx, q.revenue_property))
-    pick = d.arg_min if q.attribution == "first_touch" else d.arg_max
-    costs = "SELECT CAST(NULL AS VARCHAR) AS v, CAST(NULL AS DOUBLE) AS cost WHERE FALSE"
-    if q.costs:
-        rows = ", ".join(f"({ctx.p(c.value(q.dimension))}, {ctx.p(float(c.cost))})" for c in q.costs)
-        costs = f"SELECT CAST(v AS VARCHAR) AS v, CAST(cost AS DOUBLE) AS cost FROM (VALUES {rows}) c(v, cost)"
+    if q.attribution == "first_touch":
+        # the earliest touch counts when it is at or before the conversion point (one pass)
+        touch = ("t AS (SELECT pid, first_v AS v FROM p "
+                 "WHERE first_touch_at <= coalesce(converted_at, last_seen))")  # fmt: skip
+    else:
+        # without a conversion the point is the last event, so the last touch of all; converters
+        # need their last touch before converting: a second pass over their events only
+        # (a separate scan rather than the CTE x again: the dimension is a column, cheap to re-read)
+        again = events_sql(ctx, EPOCH, end, filters=q.filters)
+        touch = (
+            f"t AS (SELECT pid, last_v AS v FROM p WHERE converted_at IS NULL UNION ALL "
+            f"SELECT y.pid, {d.arg_max('y.v', '(y.ts, y.v)')} AS v "
+            f"FROM (SELECT e.person_id AS pid, e.timestamp AS ts, {value} AS v FROM ({again}) e) y "
+            f"JOIN p ON p.pid = y.pid "
+            f"WHERE p.converted_at IS NOT NULL AND y.v IS NOT NULL AND y.ts <= p.converted_at GROUP BY y.pid)"
+        )
+    # the entered costs as rows (plain UNION ALL: no dialect-specific VALUES syntax)
+    costs = " UNION ALL ".join(
+        f"SELECT CAST({ctx.p(c.value(q.dimension))} AS VARCHAR) AS v, CAST({ctx.p(float(c.cost))} AS DOUBLE) AS cost"
+        for c in q.costs
+    ) or "SELECT CAST(NULL AS VARCHAR) AS v, CAST(NULL AS DOUBLE) AS cost WHERE FALSE"
     return f"""
 WITH x AS (
     SELECT e.person_id AS pid, e.timestamp AS ts, {value} AS v, e.timestamp >= {s} AS in_range,
@@ -96,19 +112,16 @@ WITH x AS (
 ),
 p AS (
     SELECT pid, min(ts) AS first_seen,
-           coalesce(min(CASE WHEN in_range AND (is_reg OR is_buy) THEN ts END), max(ts)) AS cutoff,
+           min(CASE WHEN in_range AND (is_reg OR is_buy) THEN ts END) AS converted_at, max(ts) AS last_seen,
            max(CASE WHEN in_range AND is_reg THEN 1 ELSE 0 END) AS registered,
            max(CASE WHEN in_range AND is_buy THEN 1 ELSE 0 END) AS buyer,
            sum(CASE WHEN in_range AND is_buy THEN 1 ELSE 0 END) AS purchases,
-           sum(rev) AS revenue
+           sum(rev) AS revenue,
+           min(CASE WHEN v IS NOT NULL THEN ts END) AS first_touch_at,
+           {d.arg_min("v", "(ts, v)")} AS first_v, {d.arg_max("v", "(ts, v)")} AS last_v
     FROM x GROUP BY pid HAVING max(CASE WHEN in_range THEN 1 ELSE 0 END) = 1
 ),
-t AS (
-    SELECT x.pid, {pick("x.v", "x.ts")} AS v
-    FROM x JOIN p ON p.pid = x.pid
-    WHERE x.v IS NOT NULL AND x.ts <= p.cutoff
-    GROUP BY x.pid
-),
+{touch},
 g AS (
     SELECT coalesce(t.v, {ctx.p(NONE)}) AS v, count(*) AS visitors,
            sum(CASE WHEN p.first_seen >= {s} THEN 1 ELSE 0 END) AS new_visitors,
@@ -146,7 +159,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     visitors, registered, buyers = int(r["visitors"] or 0), int(r["registered"] or 0), int(r["buyers"] or 0)
-    revenue = float(r["revenue"] or 0)
+    revenue = round(float(r["revenue"] or 0), 6)  # parallel float sums differ in the last bits
     cost = None if r["cost"] is None else float(r["cost"])
     return {
         "value": None if r["whole"] else r["v"],
