@@ -83,20 +83,16 @@ def channels_sql(ctx: Ctx, q: ChannelsQuery) -> str:
         value = f"CASE WHEN {value} IN ({excluded}) THEN NULL ELSE {value} END"
     revenue = d.number(prop(ctx, q.revenue_property))
     if q.attribution == "first_touch":
-        # the earliest touch counts when it is at or before the conversion point (one pass)
-        touch = ("t AS (SELECT pid, first_v AS v FROM p "
-                 "WHERE first_touch_at <= coalesce(converted_at, last_seen))")  # fmt: skip
+        # the earliest touch counts when it is at or before the conversion point: one pass
+        firsts = (f"min(CASE WHEN v IS NOT NULL THEN ts END) AS first_touch_at, "
+                  f"{d.arg_min('v', '(ts, v)')} AS first_v")  # fmt: skip
+        touch = "t AS (SELECT pid, first_v AS v FROM p WHERE first_touch_at <= cutoff)"
     else:
-        # without a conversion the point is the last event, so the last touch of all; converters
-        # need their last touch before converting: a second pass over their events only
-        # (a separate scan rather than the CTE x again: the dimension is a column, cheap to re-read)
-        again = events_sql(ctx, EPOCH, end, filters=q.filters)
+        # the latest touch at or before the conversion point: a second pass joined to the persons
+        firsts = "NULL AS first_v"
         touch = (
-            f"t AS (SELECT pid, last_v AS v FROM p WHERE converted_at IS NULL UNION ALL "
-            f"SELECT y.pid, {d.arg_max('y.v', '(y.ts, y.v)')} AS v "
-            f"FROM (SELECT e.person_id AS pid, e.timestamp AS ts, {value} AS v FROM ({again}) e) y "
-            f"JOIN p ON p.pid = y.pid "
-            f"WHERE p.converted_at IS NOT NULL AND y.v IS NOT NULL AND y.ts <= p.converted_at GROUP BY y.pid)"
+            f"t AS (SELECT x.pid, {d.arg_max('x.v', '(x.ts, x.v)')} AS v FROM x JOIN p ON p.pid = x.pid "
+            f"WHERE x.v IS NOT NULL AND x.ts <= p.cutoff GROUP BY x.pid)"
         )
     # the entered costs as rows (plain UNION ALL: no dialect-specific VALUES syntax)
     costs = " UNION ALL ".join(
@@ -112,13 +108,11 @@ WITH x AS (
 ),
 p AS (
     SELECT pid, min(ts) AS first_seen,
-           min(CASE WHEN in_range AND (is_reg OR is_buy) THEN ts END) AS converted_at, max(ts) AS last_seen,
+           coalesce(min(CASE WHEN in_range AND (is_reg OR is_buy) THEN ts END), max(ts)) AS cutoff,
            max(CASE WHEN in_range AND is_reg THEN 1 ELSE 0 END) AS registered,
            max(CASE WHEN in_range AND is_buy THEN 1 ELSE 0 END) AS buyer,
            sum(CASE WHEN in_range AND is_buy THEN 1 ELSE 0 END) AS purchases,
-           sum(rev) AS revenue,
-           min(CASE WHEN v IS NOT NULL THEN ts END) AS first_touch_at,
-           {d.arg_min("v", "(ts, v)")} AS first_v, {d.arg_max("v", "(ts, v)")} AS last_v
+           sum(rev) AS revenue, {firsts}
     FROM x GROUP BY pid HAVING max(CASE WHEN in_range THEN 1 ELSE 0 END) = 1
 ),
 {touch},
