@@ -69,8 +69,9 @@ def newcomers_sql(
 
 def invited_sql(ctx: Ctx, newcomers: str, invites: str) -> str:
     """Newcomers (``newcomers_sql``) whose first event names an inviter who is another known person
-    with an invite at or before it; ``invites`` selects ``pid``, ``ts`` (and more) of invite events.
-    Adds ``ipid`` (the inviter's person) and the matched invite's columns as ``share_<name>``."""
+    with an invite at or before it. ``invites`` selects ``share_pid``, ``share_ts`` (and any more
+    ``share_*`` columns) of invite events; the result adds ``ipid`` (the inviter's person) and the
+    columns of the matched invite (the inviter's latest at or before the newcomer's first event)."""
     return (
         f"SELECT n.pid, n.t0, n.landing, ids.person_id AS ipid, sh.* FROM ({newcomers}) n "
         f"JOIN identities ids ON ids.project_id = {ctx.p(ctx.project.id)} AND ids.distinct_id = n.inviter "
