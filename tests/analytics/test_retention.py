@@ -276,3 +276,67 @@ def test_taobao_weekly_retention_matches_pandas(taobao) -> None:  # type: ignore
     r = b.query(pid, json.dumps(body).encode())
     assert strip(r["cohorts"]) == expected(df, "pv", "pv", "week", 3, "2017-11-20", "2017-12-03", person="user")
     assert date.fromisoformat(r["cohorts"][0]["start"]).weekday() == 0
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu",
+                                "America/Santiago", "Asia/Shanghai", "UTC"])
+def test_local_time_by_offsets_matches_time_zone_lookups(tmp_path, tz: str) -> None:  # type: ignore[no-untyped-def]
+    from userloop.analytics.retention import local_between, offsets
+    from userloop.query.sql import Ctx
+    from userloop.store.duckdb import Store
+
+    store = Store(tmp_path / "z.duckdb")
+    try:
+        ctx = Ctx(store=store, project=store.create_project("z", tz))
+        lo, hi = datetime(2025, 3, 1, 5, tzinfo=UTC), datetime(2026, 12, 1, 7, tzinfo=UTC)
+        changes = [int(t.timestamp()) for t, _ in offsets(ctx, lo, hi)[1:]]
+        assert len(changes) == {"Asia/Shanghai": 0, "UTC": 0, "Asia/Kathmandu": 0}.get(tz, 4)
+        near = [c + dx for c in changes for dx in (-3601, -1, 0, 1, 3600)]
+        fast = local_between(ctx, "t", lo, hi)
+        rows = ctx.fetch(
+            f"WITH i AS (SELECT to_timestamp(x) AS t FROM range({int(lo.timestamp())}, {int(hi.timestamp())}, 599) r(x) "
+            f"UNION ALL SELECT to_timestamp(unnest({ctx.p(near or [0])})) WHERE {ctx.p(bool(near))}) "
+            f"SELECT count(*) AS n, count(*) FILTER (WHERE {fast} <> timezone({ctx.p(tz)}, t)) AS wrong FROM i"
+        )
+        assert rows[0]["n"] > 90_000 and rows[0]["wrong"] == 0
+        # outside [lo, hi) the order with respect to the range's own local times is kept
+        rows = ctx.fetch(
+            f"SELECT bool_and({local_between(ctx, 't', lo, hi)} < timezone({ctx.p(tz)}, {ctx.p(lo)})) AS before "
+            f"FROM (SELECT to_timestamp(x) AS t FROM range({int(lo.timestamp()) - 90 * 86400}, {int(lo.timestamp())}, 997) r(x))"
+        )
+        assert rows[0]["before"]
+    finally:
+        store.close()
+
+
+def test_retention_across_daylight_saving_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from userloop.store.duckdb import Store
+    from userloop.store.writer import Writer
+
+    store = Store(tmp_path / "ny.duckdb")
+    project = store.create_project("ny", "America/New_York")
+    with Writer(store) as writer:
+        w = World(store=store, writer=writer, project=project, rows=[])
+        # Mar 8 2026 02:00 EST -> 03:00 EDT; Nov 1 2026 02:00 EDT -> 01:00 EST
+        add(w, [
+            {"distinct_id": "p", "event": "pv", "ts": "2026-03-08T04:59:00"},  # Mar 7 23:59 EST
+            {"distinct_id": "p", "event": "pv", "ts": "2026-03-08T05:00:00"},  # Mar 8 00:00 EST
+            {"distinct_id": "q", "event": "pv", "ts": "2026-03-09T03:59:00"},  # Mar 8 23:59 EDT
+            {"distinct_id": "q", "event": "pv", "ts": "2026-03-09T04:00:00"},  # Mar 9 00:00 EDT
+            {"distinct_id": "r", "event": "pv", "ts": "2026-03-08T07:30:00"},  # Mar 8 03:30 EDT
+            {"distinct_id": "r", "event": "pv", "ts": "2026-03-10T03:59:59"},  # Mar 9 23:59:59 EDT
+            {"distinct_id": "s", "event": "pv", "ts": "2026-11-01T05:30:00"},  # Nov 1 01:30 EDT
+            {"distinct_id": "s", "event": "pv", "ts": "2026-11-01T06:30:00"},  # Nov 1 01:30 EST (again)
+            {"distinct_id": "s", "event": "pv", "ts": "2026-11-02T04:59:00"},  # Nov 1 23:59 EST
+            {"distinct_id": "s", "event": "pv", "ts": "2026-11-02T05:00:00"},  # Nov 2 00:00 EST
+        ])
+        for lo, hi in (("2026-03-07", "2026-03-09"), ("2026-10-31", "2026-11-02")):
+            r = w.query(kind="retention", date_from=lo, date_to=hi, periods=3, start_event="pv", return_event="pv")
+            assert strip(r["cohorts"]) == expected(w.frame(), "pv", "pv", "day", 3, lo, hi, tz="America/New_York")
+            r = w.query(kind="retention", date_from=lo, date_to=hi, interval="week", periods=2,
+                        start_event="pv", return_event="pv")
+            assert strip(r["cohorts"]) == expected(w.frame(), "pv", "pv", "week", 2, lo, hi, tz="America/New_York")
+        r = w.query(kind="retention", date_from="2026-03-07", date_to="2026-03-09", periods=3,
+                    start_event="pv", return_event="pv")
+        assert [c["retained"] for c in r["cohorts"]] == [[1, 1, 0], [2, 2, 0], [0, 0, 0]]
+    store.close()

@@ -13,7 +13,8 @@ included. Persons are counted after identity merges.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import math
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from userloop.errors import UserloopError
@@ -52,6 +53,43 @@ class RetentionQuery(Query, tag="retention"):
             raise UserloopError("bad_breakdown", "breakdown needs a property and a limit >= 1", "breakdown")
 
 
+def offsets(ctx: Ctx, lo: datetime, hi: datetime) -> list[tuple[datetime, int]]:
+    """The project zone's UTC offset (microseconds) from ``lo`` on, and from each change before ``hi``."""
+    tz = ctx.tz
+
+    def off(sec: int) -> int:
+        return datetime.fromtimestamp(sec, UTC).astimezone(tz).utcoffset() // timedelta(microseconds=1)  # type: ignore[operator]
+
+    first = math.floor(lo.timestamp())
+    last = math.ceil(hi.timestamp())
+    pieces = [(lo, off(first))]
+    t = first
+    while t < last:  # a change inside each 12-hour step is found to the second
+        n = min(t + 43200, last)
+        if off(n) != off(t):
+            a, b = t, n
+            while b - a > 1:
+                m = (a + b) // 2
+                a, b = (m, b) if off(m) == off(t) else (a, m)
+            pieces.append((datetime.fromtimestamp(b, UTC), off(b)))
+        t = n
+    return pieces
+
+
+def local_between(ctx: Ctx, ts: str, lo: datetime, hi: datetime) -> str:
+    """Local wall-clock time of ``ts`` (as :meth:`Ctx.local`) by adding the UTC offset in force,
+    without a time-zone lookup per row. Exact for ``lo <= ts < hi``; instants before ``lo`` (after
+    ``hi``) map to local times before ``lo``'s (after ``hi``'s), so comparisons with periods inside
+    the range stay right."""
+    d = ctx.dialect
+    pieces = offsets(ctx, lo, hi)
+    shift = ctx.p(pieces[0][1])
+    if len(pieces) > 1:
+        whens = " ".join(f"WHEN {ts} >= {ctx.p(t)} THEN {ctx.p(o)}" for t, o in reversed(pieces[1:]))
+        shift = f"CASE {whens} ELSE {shift} END"
+    return d.from_epoch_micros(f"{d.epoch_micros(ts)} + {shift}")
+
+
 def retention_sql(ctx: Ctx, q: RetentionQuery) -> str:
     """Rows (cohort, bd, k, whole, n): persons of a cohort (and breakdown value) retained in period k.
 
@@ -61,6 +99,7 @@ def retention_sql(ctx: Ctx, q: RetentionQuery) -> str:
     starts = buckets(q.date_from, q.date_to, q.interval)
     start, end = ctx.range(q.date_from, q.date_to)
     # return events can only count from the period after the first cohort to the last cohort's last period
+    first_period = ctx.instant(starts[0].date())
     ret_start = ctx.instant(add(starts[0], q.interval).date())
     ret_end = ctx.instant(add(starts[-1], q.interval, q.periods).date())
     bd = parse_breakdown(q.breakdown)
@@ -72,10 +111,12 @@ def retention_sql(ctx: Ctx, q: RetentionQuery) -> str:
     bd_first = (
         d.arg_min(f"coalesce({prop(ctx, bd.property, bd.type)}, {ctx.p(NONE)})", "e.timestamp") if bd else "NULL"
     )
+    cohort = d.trunc(q.interval, local_between(ctx, "t0", first_period, end))
+    period = d.trunc(q.interval, local_between(ctx, "e.timestamp", first_period, ret_end))
+    key = d.hash64("e.person_id")  # a 64-bit key: cheaper to group and join than the id text
     sql = (
-        f"WITH s AS (SELECT e.person_id AS pid, min(e.timestamp) AS t0, {bd_first} AS bd FROM ({first}) e "
-        f"GROUP BY e.person_id), "
-        f"c0 AS (SELECT pid, {d.trunc(q.interval, ctx.local('t0'))} AS cohort, bd FROM s), "
+        f"WITH s AS (SELECT {key} AS pid, min(e.timestamp) AS t0, {bd_first} AS bd FROM ({first}) e GROUP BY 1), "
+        f"c0 AS (SELECT pid, {cohort} AS cohort, bd FROM s), "
     )
     if bd:
         sql += (
@@ -86,7 +127,7 @@ def retention_sql(ctx: Ctx, q: RetentionQuery) -> str:
     else:
         sql += "c AS (SELECT * FROM c0), "
     sql += (
-        f"r AS (SELECT DISTINCT e.person_id AS pid, {d.trunc(q.interval, ctx.local())} AS rp FROM ({back}) e), "
+        f"r AS (SELECT DISTINCT {key} AS pid, {period} AS rp FROM ({back}) e), "
         f"h AS (SELECT cohort, bd, 0 AS k FROM c UNION ALL "
         f"SELECT c.cohort, c.bd, {d.date_diff(q.interval, 'c.cohort', 'r.rp')} AS k FROM c JOIN r ON r.pid = c.pid "
         f"WHERE r.rp > c.cohort) "
