@@ -83,7 +83,7 @@ def values_sql(ctx: Ctx, q: DistributionQuery) -> str:
         assert q.event
         base = events_sql(ctx, start, end, events=[q.event], filters=q.filters)
         value = "count(*)" if q.measure == "count" else f"coalesce(sum({d.number(prop(ctx, q.property or ''))}), 0)"
-        return f"SELECT e.person_id AS pid, {value} AS v FROM ({base}) e GROUP BY e.person_id"
+        return f"SELECT {d.hash64('e.person_id')} AS pid, {value} AS v FROM ({base}) e GROUP BY 1"
     assert q.from_event and q.to_event
     b_end = end if q.window_seconds is None else end + timedelta(seconds=q.window_seconds)
     a = events_sql(ctx, start, end, events=[q.from_event], filters=q.filters)
@@ -100,8 +100,9 @@ def values_sql(ctx: Ctx, q: DistributionQuery) -> str:
     return (
         f"SELECT pid, ({d.epoch_micros('tb')} - {d.epoch_micros('ta')}) / 1e6 AS v FROM ("
         f"SELECT a.pid, a.ta, {tb} AS tb FROM "
-        f"(SELECT e.person_id AS pid, min(e.timestamp) AS ta FROM ({a}) e GROUP BY e.person_id) a "
-        f"LEFT JOIN ({b}) b ON b.person_id = a.pid AND b.timestamp >= a.ta{within} "
+        f"(SELECT {d.hash64('e.person_id')} AS pid, min(e.timestamp) AS ta FROM ({a}) e GROUP BY 1) a "
+        f"LEFT JOIN (SELECT {d.hash64('e.person_id')} AS pid, e.timestamp FROM ({b}) e) b "
+        f"ON b.pid = a.pid AND b.timestamp >= a.ta{within} "
         f"GROUP BY a.pid, a.ta)"
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from userloop.analytics.retention import local_between
 from userloop.errors import UserloopError
 from userloop.query.buckets import add, buckets, label
 from userloop.query.model import Query
@@ -55,11 +56,13 @@ def ltv_sql(ctx: Ctx, q: LTVQuery) -> str:
     first = events_sql(ctx, ALL_TIME, end, events=[q.cohort_event] if q.cohort_event else None, filters=q.filters)
     revenue = events_sql(ctx, start, rev_end, events=[q.revenue_event], filters=q.filters)
     value = d.number(prop(ctx, q.revenue_property))
+    key = d.hash64("e.person_id")  # 64-bit person keys, as in retention
+    cohort = d.trunc(q.interval, local_between(ctx, "t0", start, end))
+    period = d.trunc(q.interval, local_between(ctx, "e.timestamp", start, rev_end))
     return (
-        f"WITH f AS (SELECT e.person_id AS pid, min(e.timestamp) AS t0 FROM ({first}) e GROUP BY e.person_id), "
-        f"c AS (SELECT pid, t0, {d.trunc(q.interval, ctx.local('t0'))} AS cohort FROM f WHERE t0 >= {ctx.p(start)}), "
-        f"r AS (SELECT e.person_id AS pid, e.timestamp AS ts, {d.trunc(q.interval, ctx.local())} AS rp, "
-        f"{value} AS v FROM ({revenue}) e), "
+        f"WITH f AS (SELECT {key} AS pid, min(e.timestamp) AS t0 FROM ({first}) e GROUP BY 1), "
+        f"c AS (SELECT pid, t0, {cohort} AS cohort FROM f WHERE t0 >= {ctx.p(start)}), "
+        f"r AS (SELECT {key} AS pid, e.timestamp AS ts, {period} AS rp, {value} AS v FROM ({revenue}) e), "
         f"j AS (SELECT * FROM (SELECT c.pid, c.cohort, {d.date_diff(q.interval, 'c.cohort', 'r.rp')} AS k, r.v "
         f"FROM c JOIN r ON r.pid = c.pid AND r.ts >= c.t0) WHERE k < {ctx.p(q.periods)}), "
         f"per AS (SELECT pid, cohort, count(*) AS n FROM j GROUP BY pid, cohort) "
