@@ -55,6 +55,7 @@ class Levels:
     level: np.ndarray | None = None  # deepest step reached per person (0: none)
     start_row: np.ndarray | None = None  # input row of the start of the deepest chain, -1 if none
     fallback_persons: int = 0  # persons recomputed by the exact per-person path
+    seen: int = 0  # the steps matched by any row (bit k: step k + 1)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -82,46 +83,65 @@ def compute(
             person=person[:0] if per_person else None, level=np.zeros(0, np.int8) if per_person else None,
             start_row=empty if per_person else None,
         )
+    mtype = _mask_type(n_steps)
     if mask is None:
-        order = _order(person, t)
-        word = t[order]
-        ts = word >> n_steps
-        ms = word & ((1 << n_steps) - 1)
+        by_time, rank, key, word = _order_packed(person, t)
+        ms = (word & ((1 << n_steps) - 1)).astype(mtype)
+        word >>= n_steps
+        ts = word
     else:
-        order = np.lexsort((t, person))
-        ts = t[order].astype(np.int64)
-        ms = mask[order].astype(np.int64)
-    key = person[order]
+        by_time, rank = np.lexsort((t, person)), None
+        key = person[by_time]
+        ts = t[by_time].astype(np.int64)
+        ms = mask[by_time].astype(mtype)
     out = _levels(key, ts, ms, n_steps, window_us, per_person)
     if per_person and out.start_row is not None:
         has = out.start_row >= 0
-        out.start_row[has] = order[out.start_row[has]]
+        at = out.start_row[has]
+        out.start_row[has] = by_time[at if rank is None else rank[at]]
     return out
 
 
-def _order(person: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The permutation sorting rows by (person, t), stable on ties."""
-    n = len(t)
-    by_time = np.argsort(t, kind="stable")  # near-linear on the store's (nearly) time-ordered scan
-    key = person[by_time]
+def _mask_type(n_steps: int) -> type[np.unsignedinteger]:
+    return np.uint8 if n_steps <= 8 else np.uint16 if n_steps <= 16 else np.uint32
+
+
+def _order_packed(person: np.ndarray, word: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by person, in time order inside each: ``(by_time, rank, keys, words)``, the
+    permutation being ``by_time[rank]``.
+
+    A stable argsort on time first: the store's scan comes out as a few time-ordered runs (one
+    per thread), which timsort merges in about linear time. Then one ``np.sort`` of packed words
+    ``(key's top bits, time rank)`` groups the persons and keeps their time order (the rank in
+    the low bits is the permutation). Persons sharing the top bits are then grouped by full key.
+    """
+    n = len(word)
+    by_time = np.argsort(word, kind="stable")
+    keys = person[by_time]
+    words = word[by_time]
     bits = max(int(n - 1).bit_length(), 1)
     low = np.uint64((1 << bits) - 1)
-    packed = key & ~low
+    packed = keys & ~low
     packed |= np.arange(n, dtype=np.uint64)
     packed.sort()
     rank = (packed & low).astype(np.int64)
-    # persons sharing their key's top bits are interleaved by time: regroup those rows
-    full = key[rank]
-    top = packed & ~low
-    split = np.flatnonzero((full[1:] != full[:-1]) & (top[1:] == top[:-1]))
-    if len(split):
-        rows = np.flatnonzero(np.isin(top, np.unique(top[split])))
-        rank[rows] = rank[rows][np.lexsort((rank[rows], full[rows]))]
-    return by_time[rank]
+    key = keys[rank]
+    packed &= ~low
+    split = np.flatnonzero((key[1:] != key[:-1]) & (packed[1:] == packed[:-1]))
+    if len(split):  # persons sharing the top bits interleave: group them by the whole key
+        rows = np.flatnonzero(np.isin(packed, np.unique(packed[split])))
+        sub = np.argsort(key[rows], kind="stable")
+        rank[rows], key[rows] = rank[rows][sub], key[rows][sub]
+    return by_time, rank, key, words[rank]
 
 
 def _levels(key: np.ndarray, ts: np.ndarray, ms: np.ndarray, n_steps: int, window_us: int, per_person: bool) -> Levels:
-    """The dynamic programme on rows sorted by (person, time)."""
+    """The dynamic programme on rows sorted by (person, time).
+
+    Per step only the valid rows are kept (``rows`` ascending, ``vals`` = their V): the best
+    predecessor of a candidate is the running maximum of ``vals`` up to the last valid row before
+    the candidate's group of equal times (``searchsorted``), so no pass over all rows per step.
+    """
     n = len(ts)
     b = max(int(n).bit_length(), 1)
     low = (1 << b) - 1
@@ -140,7 +160,7 @@ def _levels(key: np.ndarray, ts: np.ndarray, ms: np.ndarray, n_steps: int, windo
         gstarts = np.flatnonzero(~same)
         glen = np.diff(np.r_[gstarts, n])
         gs = np.repeat(gstarts, glen)  # each row's group's first row
-        multi = np.flatnonzero(np.repeat(glen > 1, glen))
+        multi = np.flatnonzero(np.repeat(glen > 1, glen))  # rows in groups of two or more
         mg = gs[multi]
         mnew = np.r_[True, mg[1:] != mg[:-1]]
         m_starts = np.flatnonzero(mnew)
@@ -148,51 +168,47 @@ def _levels(key: np.ndarray, ts: np.ndarray, ms: np.ndarray, n_steps: int, windo
         # an event matching two steps >= 2 apart in a group of equal times: a chain may reuse it
         check_reuse = n_steps >= 3 and bool(_nonadjacent(ms[multi], n_steps).any())
 
-    out = Levels(counts=[], step_deltas=[], step_persons=[])
+    out = Levels(counts=[], step_deltas=[], step_persons=[], seen=int(np.bitwise_or.reduce(ms)))
     firsts: list[np.ndarray] = []  # per step: each reaching person's first completion row
-    kept: list[np.ndarray] = []  # V arrays of every step, when chains must be checked
+    kept: list[tuple[np.ndarray, np.ndarray]] = []  # per step (rows, previous rows), for the check
     start_of = np.full(n, -1, dtype=np.int64) if per_person else None  # by person's first row
     deepest = np.zeros(n, dtype=np.int8) if per_person else None
-    v = np.zeros(0, dtype=np.int64)
+    rows = np.flatnonzero(ms & 1)
+    prev = rows
+    vals = (rows << b) | rows
     for k in range(n_steps):
-        if k == 0:
-            rows = np.flatnonzero(ms & 1)
-            prev = rows
-            v = np.full(n, -1, dtype=np.int64)
-            v[rows] = (rows << b) | rows
-        elif len(firsts[-1]):
-            run = np.maximum.accumulate(v)
+        if k and len(rows):
             cand = np.flatnonzero(ms & (1 << k))
-            if ties:
-                assert gs is not None and multi is not None
-                g0 = gs[cand]
-                best = run[g0 - 1]
-                best[g0 == 0] = -1
-                am = v[multi]
-                gmax = np.maximum.reduceat(am, m_starts)
-                top = am == gmax[m_idx]
-                gsecond = np.maximum.reduceat(np.where(top, -1, am), m_starts)
-                excl = np.full(n, -1, dtype=np.int64)
-                excl[multi] = np.where(top, gsecond[m_idx], gmax[m_idx])  # valid values are unique
-                np.maximum(best, excl[cand], out=best)
-            else:
-                best = run[cand - 1]
-                if len(cand) and cand[0] == 0:
-                    best[0] = -1
+            g0 = cand if gs is None else gs[cand]
+            pos = np.searchsorted(rows, g0) - 1  # the last valid row before the group
+            best = np.maximum.accumulate(vals)[pos]
+            best[pos < 0] = -1
+            if gs is not None and multi is not None:
+                # the other rows of the group: group maximum without the row itself
+                vm = np.full(len(multi), -1, dtype=np.int64)
+                at = np.searchsorted(multi, rows)
+                hit = at < len(multi)
+                hit[hit] = multi[at[hit]] == rows[hit]
+                vm[at[hit]] = vals[hit]
+                gmax = np.maximum.reduceat(vm, m_starts)
+                top = vm == gmax[m_idx]
+                gsecond = np.maximum.reduceat(np.where(top, -1, vm), m_starts)
+                others = np.where(top, gsecond[m_idx], gmax[m_idx])  # valid values are unique
+                at = np.searchsorted(multi, cand)
+                hit = at < len(multi)
+                hit[hit] = multi[at[hit]] == cand[hit]
+                best[hit] = np.maximum(best[hit], others[at[hit]])
             s = best >> b  # -1 when none
             ok = s >= ps[cand]
             ok &= ts[cand] - ts[s] <= window_us
             rows = cand[ok]
             prev = best[ok] & low  # the chain's row for the step before
-            v = np.full(n, -1, dtype=np.int64)
-            v[rows] = (s[ok] << b) | rows
-        else:
-            rows = prev = np.zeros(0, dtype=np.int64)
+            vals = (s[ok] << b) | rows
+        elif k:
+            rows = prev = vals = rows[:0]
         if check_reuse:
-            back = np.full(n, -1, dtype=np.int64)
-            back[rows] = prev
-            kept.append(back)
-        pos = _first_completions(rows, v, ps, gs)
+            kept.append((rows, prev))
+        pos = _first_completions(rows, vals, ps, gs)
         first = rows[pos]
         firsts.append(first)
         out.counts.append(len(first))
@@ -204,11 +220,11 @@ def _levels(key: np.ndarray, ts: np.ndarray, ms: np.ndarray, n_steps: int, windo
             out.step_persons[0] = out.step_persons[0][:0]
         if per_person:
             assert start_of is not None and deepest is not None
-            start_of[ps[first]] = v[first] >> b
+            start_of[ps[first]] = vals[pos] >> b
             deepest[ps[first]] = k + 1
 
     if check_reuse:
-        bad = _reusing_persons(firsts, kept, ps, low, b)
+        bad = _reusing_persons(firsts, kept, ps)
         if len(bad):
             out.fallback_persons = len(bad)
             _recompute(bad, pstart, n, ts, ms, n_steps, window_us, out, start_of, deepest)
@@ -222,7 +238,7 @@ def _levels(key: np.ndarray, ts: np.ndarray, ms: np.ndarray, n_steps: int, windo
     return out
 
 
-def _first_completions(rows: np.ndarray, v: np.ndarray, ps: np.ndarray, gs: np.ndarray | None) -> np.ndarray:
+def _first_completions(rows: np.ndarray, vals: np.ndarray, ps: np.ndarray, gs: np.ndarray | None) -> np.ndarray:
     """Positions in ``rows`` of each person's earliest valid row (of that instant: the greatest V)."""
     pr = ps[rows]
     head = np.empty(len(rows), dtype=bool)
@@ -235,7 +251,7 @@ def _first_completions(rows: np.ndarray, v: np.ndarray, ps: np.ndarray, gs: np.n
     sel = np.flatnonzero(gs[rows] == np.repeat(gs[rows[seg]], lens))
     if len(sel) == len(seg):
         return sel
-    vals = v[rows[sel]]
+    vals = vals[sel]
     pr = ps[rows[sel]]
     seg = np.flatnonzero(np.r_[True, pr[1:] != pr[:-1]])
     best = np.repeat(np.maximum.reduceat(vals, seg), np.diff(np.r_[seg, len(sel)]))
@@ -249,13 +265,14 @@ def _nonadjacent(ms: np.ndarray, n_steps: int) -> np.ndarray:
     return out
 
 
-def _reusing_persons(firsts: list[np.ndarray], kept: list[np.ndarray], ps: np.ndarray, low: int, b: int) -> np.ndarray:
+def _reusing_persons(firsts: list[np.ndarray], kept: list[tuple[np.ndarray, np.ndarray]], ps: np.ndarray) -> np.ndarray:
     """First rows of persons any of whose reported chains uses one event for two steps."""
     bad = []
     for k in range(2, len(firsts)):
         chain = [firsts[k]]
         for j in range(k, 0, -1):
-            chain.append(kept[j][chain[-1]])
+            rows, prev = kept[j]
+            chain.append(prev[np.searchsorted(rows, chain[-1])])
         hit = np.zeros(len(firsts[k]), dtype=bool)
         for a in range(len(chain)):
             for c in range(a + 2, len(chain)):
