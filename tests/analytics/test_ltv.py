@@ -176,6 +176,7 @@ def test_bad_fields(shop: World) -> None:
         ({"revenue_event": "buy", "periods": 0}, "bad_periods", "periods"),
         ({"revenue_event": "buy", "revenue_property": ""}, "property_required", "revenue_property"),
         ({"revenue_event": "buy", "interval": "hour"}, "invalid_field", "interval"),
+        ({"revenue_event": "buy", "revenue_property": "price"}, "unknown_property", "revenue_property"),
     ]:
         with pytest.raises(UserloopError) as exc:
             shop.query(**base, **body)

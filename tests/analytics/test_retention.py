@@ -230,6 +230,11 @@ def test_average_leaves_out_periods_not_begun(world: World) -> None:
     ({"start_event": "pv", "return_event": "buy", "periods": 0}, "bad_periods", "periods"),
     ({"start_event": "pv", "return_event": "buy", "interval": "hour"}, "invalid_field", "interval"),
     ({"start_event": "pv"}, "invalid_field", None),
+    ({"start_event": "pv", "return_event": "buy", "breakdown": "nope"}, "unknown_property", "breakdown"),
+    ({"start_event": "pv", "return_event": "buy", "breakdown": {"property": "nope", "type": "person"}},
+     "unknown_property", "breakdown"),
+    ({"start_event": "pv", "return_event": "buy", "start_filters": [{"property": "nope", "operator": "is_set"}]},
+     "unknown_property", "start_filters[0].property"),
     ({"start_event": "pv", "return_event": "buy", "return_filters": [{"property": "p", "operator": "in", "value": []}]},
      "bad_filter", "return_filters[0].value"),
 ])

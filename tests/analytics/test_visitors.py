@@ -134,6 +134,10 @@ def test_bad_fields(site: World) -> None:
     with pytest.raises(UserloopError) as exc:
         site.query(kind="visitors", date_from="2026-03-01", date_to="2026-03-05", interval="hour")
     assert exc.value.code == "invalid_field"
+    with pytest.raises(UserloopError) as exc:
+        site.query(kind="visitors", date_from="2026-03-01", date_to="2026-03-05",
+                   filters=[{"property": "nope", "operator": "=", "value": 1}])
+    assert (exc.value.code, exc.value.field) == ("unknown_property", "filters[0].property")
 
 
 def test_random_world_matches_pandas(world: World) -> None:

@@ -17,7 +17,7 @@ import msgspec
 from userloop.errors import UserloopError
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql, prop
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
 
 Measure = Literal["count", "sum", "time_between"]
 MAX_BINS = 200
@@ -155,6 +155,10 @@ def run_distribution(ctx: Ctx, q: DistributionQuery) -> dict[str, Any]:
         check_events(ctx, [q.to_event or ""], "to_event")
     else:
         check_events(ctx, [q.event or ""], "event")
+    wanted = filter_properties(q.filters, "filters")
+    if q.property:
+        wanted.append((q.property, "event", "property"))
+    check_properties(ctx, wanted)
     rows = ctx.fetch(distribution_sql(ctx, q))
     stats = next(r for r in rows if r["whole"])
     counts = {int(r["bucket"]): int(r["n"]) for r in rows if not r["whole"]}

@@ -20,7 +20,7 @@ from userloop.errors import UserloopError
 from userloop.query.buckets import add, buckets, label
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql, prop
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
 
 Period = Literal["day", "week", "month"]
 MAX_PERIODS = 400
@@ -81,6 +81,7 @@ def run_ltv(ctx: Ctx, q: LTVQuery) -> dict[str, Any]:
     check_events(ctx, [q.revenue_event], "revenue_event")
     if q.cohort_event:
         check_events(ctx, [q.cohort_event], "cohort_event")
+    check_properties(ctx, [*filter_properties(q.filters, "filters"), (q.revenue_property, "event", "revenue_property")])
     rows = ctx.fetch(ltv_sql(ctx, q))
     sizes: dict[datetime, int] = {}
     revenue: dict[tuple[datetime, int], float] = {}

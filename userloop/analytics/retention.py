@@ -21,7 +21,7 @@ from userloop.errors import UserloopError
 from userloop.query.buckets import add, buckets, label
 from userloop.query.model import Breakdown, PropertyFilter, Query, check_filter, parse_breakdown
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql, prop
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
 
 OTHER = "$other"
 NONE = "$none"
@@ -165,6 +165,12 @@ def _table(q: RetentionQuery, starts: list[datetime], counts: dict[tuple[datetim
 def run_retention(ctx: Ctx, q: RetentionQuery) -> dict[str, Any]:
     check_events(ctx, [q.start_event], "start_event")
     check_events(ctx, [q.return_event], "return_event")
+    wanted = [*filter_properties(q.filters, "filters"), *filter_properties(q.start_filters, "start_filters"),
+              *filter_properties(q.return_filters, "return_filters")]
+    bd = parse_breakdown(q.breakdown)
+    if bd:
+        wanted.append((bd.property, bd.type, "breakdown"))
+    check_properties(ctx, wanted)
     rows = ctx.fetch(retention_sql(ctx, q))
     starts = buckets(q.date_from, q.date_to, q.interval)
     now = datetime.now(ctx.tz).replace(tzinfo=None)

@@ -25,7 +25,7 @@ from userloop.analytics.retention import local_between
 from userloop.query.buckets import buckets, label
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, events_sql
+from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties
 
 Period = Literal["day", "week", "month"]
 WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
@@ -98,6 +98,7 @@ def visitors_sql(ctx: Ctx, q: VisitorsQuery) -> str:
 def run_visitors(ctx: Ctx, q: VisitorsQuery) -> dict[str, Any]:
     if q.event:
         check_events(ctx, [q.event], "event")
+    check_properties(ctx, filter_properties(q.filters, "filters"))
     rows = ctx.fetch(visitors_sql(ctx, q))
     by_b = {_day(r["b"]): r for r in rows if r["part"] == "b" and not r["whole"]}
     whole = next((r for r in rows if r["part"] == "b" and r["whole"]), None)
