@@ -32,10 +32,10 @@ def bucket(day: pd.Series, interval: str) -> pd.Series:
 
 
 def expected(df: pd.DataFrame, date_from: str, date_to: str, interval: str = "day", event: str | None = None,
-             person: str = "person_id") -> dict:
+             person: str = "person_id", tz: str = TZ) -> dict:
     """New / returning per interval and rolling DAU / WAU / MAU, with pandas only."""
     df = df if event is None else df[df.event == event]
-    df = df.assign(day=pd.to_datetime(df["ts"], utc=True).dt.tz_convert(TZ).dt.tz_localize(None).dt.normalize())
+    df = df.assign(day=pd.to_datetime(df["ts"], utc=True).dt.tz_convert(tz).dt.tz_localize(None).dt.normalize())
     df = df.assign(b=bucket(df["day"], interval))
     first_b = df.groupby(person)["day"].min().pipe(lambda s: bucket(s, interval))
     lo, hi = pd.Timestamp(date_from), pd.Timestamp(date_to)
@@ -185,3 +185,25 @@ def test_taobao_daily_matches_pandas(tmp_path) -> None:  # type: ignore[no-untyp
         assert {k: got[k] for k in exp} == exp
     assert r["new"][0] > 0 and r["returning"][-1] > 0
     assert date.fromisoformat(r["daily"]["dates"][0]) == date(2017, 11, 26)
+
+
+def test_daylight_saving_days(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from userloop.store.duckdb import Store
+    from userloop.store.writer import Writer
+
+    store = Store(tmp_path / "ny.duckdb")
+    project = store.create_project("ny", "America/New_York")
+    with Writer(store) as writer:
+        w = World(store=store, writer=writer, project=project, rows=[])
+        rng = np.random.default_rng(5)
+        t0 = datetime(2026, 2, 20, tzinfo=UTC)
+        secs = rng.integers(0, 40 * 86400, 600)
+        # and events a minute either side of local midnight around the change (Mar 8 2026, 02:00 -> 03:00)
+        edges = [datetime(2026, 3, d, h, m, tzinfo=UTC) for d, h in ((8, 4), (8, 5), (9, 3), (9, 4)) for m in (0, 59)]
+        add(w, [{"distinct_id": f"u{i % 40}", "event": "pv", "ts": t0 + timedelta(seconds=int(x))}
+                for i, x in enumerate(secs)] + [{"distinct_id": f"e{i}", "event": "pv", "ts": t} for i, t in enumerate(edges)])
+        for interval in ("day", "week"):
+            r = w.query(kind="visitors", date_from="2026-03-05", date_to="2026-03-20", interval=interval)
+            exp = expected(w.frame(), "2026-03-05", "2026-03-20", interval, tz="America/New_York")
+            assert {k: r[k] for k in exp} == exp
+    store.close()
