@@ -39,9 +39,13 @@ matching of steps to events).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+PARALLEL_ROWS = 2_000_000  # below this, one thread
 
 
 @dataclass
@@ -72,9 +76,64 @@ def compute(
     window_us: int,
     *,
     per_person: bool = False,
+    threads: int | None = None,
 ) -> Levels:
-    """Levels for rows in any order; ``mask`` None: ``t`` is ``time << n_steps | mask``."""
+    """Levels for rows in any order; ``mask`` None: ``t`` is ``time << n_steps | mask``.
+
+    With ``threads`` > 1 (default: the CPU count, from 2M rows up) the persons are split by their
+    key's top bits and the parts computed in threads (numpy releases the GIL in its loops).
+    """
     person = np.ascontiguousarray(person).view(np.uint64) if person.dtype != np.uint64 else person
+    n = len(t)
+    parts = min(threads if threads is not None else (os.cpu_count() or 1), 8)
+    if parts > 1 and n >= (PARALLEL_ROWS if threads is None else 1):
+        return _parallel(person, t, mask, n_steps, window_us, per_person, parts)
+    return _compute_one(person, t, mask, n_steps, window_us, per_person)
+
+
+def _parallel(
+    person: np.ndarray, t: np.ndarray, mask: np.ndarray | None, n_steps: int, window_us: int,
+    per_person: bool, parts: int,
+) -> Levels:
+    """Split the rows by the person key's top bits (disjoint persons), compute in threads, merge."""
+    width = (1 << 64) // parts
+
+    def one(j: int) -> tuple[np.ndarray, Levels]:
+        lo, hi = np.uint64(j * width), np.uint64(min((j + 1) * width, (1 << 64) - 1))
+        sel = (person >= lo) & ((person < hi) if j < parts - 1 else (person <= hi))
+        idx = np.flatnonzero(sel)
+        lv = _compute_one(person[idx], t[idx], None if mask is None else mask[idx], n_steps, window_us, per_person)
+        return idx, lv
+
+    with ThreadPoolExecutor(parts) as pool:
+        done = list(pool.map(one, range(parts)))
+    out = Levels(
+        counts=[sum(lv.counts[k] for _, lv in done) for k in range(n_steps)],
+        step_deltas=[np.concatenate([lv.step_deltas[k] for _, lv in done]) for k in range(n_steps)],
+        step_persons=[],
+        fallback_persons=sum(lv.fallback_persons for _, lv in done),
+        seen=int(np.bitwise_or.reduce([lv.seen for _, lv in done])),
+    )
+    if not per_person:
+        out.step_persons = [np.concatenate([lv.step_persons[k] for _, lv in done]) for k in range(n_steps)]
+        return out
+    offsets = np.cumsum([0] + [len(lv.person) for _, lv in done if lv.person is not None])
+    out.step_persons = [
+        np.concatenate([lv.step_persons[k] + offsets[i] for i, (_, lv) in enumerate(done)]) for k in range(n_steps)
+    ]
+    out.person = np.concatenate([lv.person for _, lv in done if lv.person is not None])
+    out.level = np.concatenate([lv.level for _, lv in done if lv.level is not None])
+    starts = []
+    for idx, lv in done:
+        assert lv.start_row is not None
+        starts.append(np.where(lv.start_row >= 0, idx[np.maximum(lv.start_row, 0)], -1))
+    out.start_row = np.concatenate(starts)
+    return out
+
+
+def _compute_one(
+    person: np.ndarray, t: np.ndarray, mask: np.ndarray | None, n_steps: int, window_us: int, per_person: bool,
+) -> Levels:
     n = len(t)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)

@@ -103,6 +103,27 @@ def _step_match(ctx: Ctx, q: FunnelQuery, i: int, end: datetime) -> str:
     return cond
 
 
+def _mask_sql(ctx: Ctx, q: FunnelQuery, end: datetime) -> tuple[str, str | None]:
+    """The step bitmask of an event (bit i: step i + 1), and a cheap condition that keeps exactly
+    the events with a non-zero mask (None: compare the mask itself)."""
+    if any(s.filters for s in q.steps):
+        mask = " + ".join(f"CASE WHEN {_step_match(ctx, q, i, end)} THEN {1 << i} ELSE 0 END" for i in range(len(q.steps)))
+        return mask, None
+    # no step filters: an event's bits follow from its name (one comparison chain)
+    bits: dict[str, int] = {}
+    for i, s in enumerate(q.steps):
+        bits[s.event] = bits.get(s.event, 0) | (1 << i)
+    first = q.steps[0].event
+    whens = []
+    for name, b in bits.items():
+        value = str(b)
+        if b & 1:  # step 1 only inside the range
+            value = f"CASE WHEN e.timestamp < {ctx.p(end)} THEN {b} ELSE {b & ~1} END"
+        whens.append(f"WHEN {ctx.p(name)} THEN {value}")
+    keep = f"(e.event <> {ctx.p(first)} OR e.timestamp < {ctx.p(end)})" if bits[first] == 1 else "TRUE"
+    return f"CASE e.event {' '.join(whens)} ELSE 0 END", keep
+
+
 def funnel_sql(ctx: Ctx, q: FunnelQuery, *, packed: bool) -> str:
     """One row per event matching any step: ``h`` (64-bit person key), and either ``k`` =
     ``(time - range start in µs) << n_steps | mask`` (``packed``) or ``t`` and ``m``; ``bd`` (the
@@ -116,18 +137,16 @@ def funnel_sql(ctx: Ctx, q: FunnelQuery, *, packed: bool) -> str:
     )
     d = ctx.dialect
     n = len(q.steps)
-    mask = " + ".join(
-        f"CASE WHEN {_step_match(ctx, q, i, end)} THEN {1 << i} ELSE 0 END" for i in range(n)
-    )
+    mask, keep = _mask_sql(ctx, q, end)
     cols = [f"{d.hash64('e.person_id')} AS h", f"{d.epoch_micros('e.timestamp')} AS t"]
     if bd is not None:
         step1 = _step_match(ctx, q, 0, end)
         cols.append(f"CASE WHEN {step1} THEN coalesce({prop(ctx, bd.property, bd.type)}, {ctx.p(NONE)}) END AS bd")
-    inner = f"SELECT {', '.join(cols)}, ({mask}) AS m FROM ({base}) e"
+    inner = f"SELECT {', '.join(cols)}, ({mask}) AS m FROM ({base}) e WHERE {keep or 'TRUE'}"
     out = f"h, (t - {ctx.p(_micros(start))}) * {ctx.p(1 << n)} + m AS k" if packed else "h, t, m"
     if bd is not None:
         out += ", bd"
-    return f"SELECT {out} FROM ({inner}) x WHERE m > 0"
+    return f"SELECT {out} FROM ({inner}) x" + (" WHERE m > 0" if keep is None else "")
 
 
 def _read(ctx: Ctx, sql: str, arrow: bool) -> dict[str, Any]:
