@@ -408,12 +408,18 @@ def test_engine_packed_order_with_colliding_key_prefixes() -> None:
     person = rng.integers(0, 40, n).astype(np.uint64)  # tiny keys: all share the top bits
     t = rng.integers(0, 100, n).astype(np.int64)
     mask = rng.integers(1, 8, n).astype(np.int64)
-    a = engine.compute(person, (t << 3) | mask, None, 3, 20, per_person=True)
-    b = engine.compute(person, t, mask, 3, 20, per_person=True)
-    assert a.counts == b.counts
-    assert a.level is not None and b.level is not None
-    assert dict(zip(a.person.tolist(), a.level.tolist(), strict=True)) == dict(
-        zip(b.person.tolist(), b.level.tolist(), strict=True))
+    spread = person * np.uint64(0x9E3779B97F4A7C15)  # the same persons over the whole key range
+    for keys in (person, spread):
+        a = engine.compute(keys, (t << 3) | mask, None, 3, 20, per_person=True, threads=1)
+        b = engine.compute(keys, t, mask, 3, 20, per_person=True, threads=1)
+        c = engine.compute(keys, (t << 3) | mask, None, 3, 20, per_person=True, threads=3)  # split by key
+        assert a.counts == b.counts == c.counts
+        levels = [dict(zip(x.person.tolist(), x.level.tolist(), strict=True)) for x in (a, b, c)]  # type: ignore[union-attr]
+        assert levels[0] == levels[1] == levels[2]
+        starts = [dict(zip(x.person.tolist(), x.start_row.tolist(), strict=True)) for x in (a, c)]  # type: ignore[union-attr]
+        assert starts[0] == starts[1]
+        for k in range(1, 3):
+            assert sorted(a.step_deltas[k]) == sorted(c.step_deltas[k])
 
 
 # -- the Taobao sample ------------------------------------------------------------------------------
