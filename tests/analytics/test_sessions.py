@@ -254,6 +254,10 @@ def test_random_events_match_pandas(world: World) -> None:
     ({"pages_limit": 0}, "bad_limit", "pages_limit"),
     ({"interval": "year"}, "invalid_field", "interval"),
     ({"colour": 1}, "unknown_field", "colour"),
+    ({"page_property": "nope"}, "unknown_property", "page_property"),
+    ({"page_property": ["path", "nope"]}, "unknown_property", "page_property[1]"),
+    ({"breakdown": "nope"}, "unknown_property", "breakdown"),
+    ({"filters": [{"property": "nope", "value": 1}]}, "unknown_property", "filters[0].property"),
 ])
 def test_bad_queries_name_the_field(site: World, extra: dict, code: str, field: str) -> None:
     with pytest.raises(UserloopError) as exc:
