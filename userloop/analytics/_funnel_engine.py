@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PARALLEL_ROWS = 2_000_000  # below this, one thread
+PARALLEL_ROWS = 1_000_000  # from here on, parts in threads
+PART_ROWS = 1 << 18  # rows per part, at most (2 MB per int64 array: random access stays in cache)
 
 
 @dataclass
@@ -80,53 +81,62 @@ def compute(
 ) -> Levels:
     """Levels for rows in any order; ``mask`` None: ``t`` is ``time << n_steps | mask``.
 
-    With ``threads`` > 1 (default: the CPU count, from 2M rows up) the persons are split by their
-    key's top bits and the parts computed in threads (numpy releases the GIL in its loops).
+    From :data:`PARALLEL_ROWS` rows (or with ``threads`` > 1) the persons are split by their key's
+    top bits into parts computed by ``threads`` threads (default: the CPU count; numpy releases
+    the GIL in its loops).
     """
     person = np.ascontiguousarray(person).view(np.uint64) if person.dtype != np.uint64 else person
     n = len(t)
-    parts = min(threads if threads is not None else (os.cpu_count() or 1), 8)
-    if parts > 1 and n >= (PARALLEL_ROWS if threads is None else 1):
-        return _parallel(person, t, mask, n_steps, window_us, per_person, parts)
+    workers = max(threads if threads is not None else (os.cpu_count() or 1), 1)
+    parts = 1
+    while parts < 256 and (parts < workers or n // parts > PART_ROWS):
+        parts *= 2
+    if n >= PARALLEL_ROWS or (threads is not None and threads > 1):
+        return _parallel(person, t, mask, n_steps, window_us, per_person, parts, workers)
     return _compute_one(person, t, mask, n_steps, window_us, per_person)
 
 
 def _parallel(
     person: np.ndarray, t: np.ndarray, mask: np.ndarray | None, n_steps: int, window_us: int,
-    per_person: bool, parts: int,
+    per_person: bool, parts: int, workers: int,
 ) -> Levels:
-    """Split the rows by the person key's top bits (disjoint persons), compute in threads, merge."""
-    width = (1 << 64) // parts
+    """Partition the rows by the person key's top bits (disjoint persons; a stable radix sort keeps
+    each part in input order), compute the parts in threads, merge. Parts of about
+    :data:`PART_ROWS` rows keep the random accesses inside the CPU caches."""
+    bits = parts.bit_length() - 1
+    part = (person >> np.uint64(64 - bits)).astype(np.uint8)
+    perm = np.argsort(part, kind="stable")  # a radix sort: linear
+    bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
+    person, t = person[perm], t[perm]
+    mask = None if mask is None else mask[perm]
 
-    def one(j: int) -> tuple[np.ndarray, Levels]:
-        lo, hi = np.uint64(j * width), np.uint64(min((j + 1) * width, (1 << 64) - 1))
-        sel = (person >= lo) & ((person < hi) if j < parts - 1 else (person <= hi))
-        idx = np.flatnonzero(sel)
-        lv = _compute_one(person[idx], t[idx], None if mask is None else mask[idx], n_steps, window_us, per_person)
-        return idx, lv
+    def one(j: int) -> Levels:
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        return _compute_one(person[lo:hi], t[lo:hi], None if mask is None else mask[lo:hi], n_steps, window_us,
+                            per_person)
 
-    with ThreadPoolExecutor(parts) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         done = list(pool.map(one, range(parts)))
     out = Levels(
-        counts=[sum(lv.counts[k] for _, lv in done) for k in range(n_steps)],
-        step_deltas=[np.concatenate([lv.step_deltas[k] for _, lv in done]) for k in range(n_steps)],
+        counts=[sum(lv.counts[k] for lv in done) for k in range(n_steps)],
+        step_deltas=[np.concatenate([lv.step_deltas[k] for lv in done]) for k in range(n_steps)],
         step_persons=[],
-        fallback_persons=sum(lv.fallback_persons for _, lv in done),
-        seen=int(np.bitwise_or.reduce([lv.seen for _, lv in done])),
+        fallback_persons=sum(lv.fallback_persons for lv in done),
+        seen=int(np.bitwise_or.reduce([lv.seen for lv in done])),
     )
     if not per_person:
-        out.step_persons = [np.concatenate([lv.step_persons[k] for _, lv in done]) for k in range(n_steps)]
+        out.step_persons = [np.concatenate([lv.step_persons[k] for lv in done]) for k in range(n_steps)]
         return out
-    offsets = np.cumsum([0] + [len(lv.person) for _, lv in done if lv.person is not None])
+    offsets = np.cumsum([0] + [len(lv.person) for lv in done if lv.person is not None])
     out.step_persons = [
-        np.concatenate([lv.step_persons[k] + offsets[i] for i, (_, lv) in enumerate(done)]) for k in range(n_steps)
+        np.concatenate([lv.step_persons[k] + offsets[i] for i, lv in enumerate(done)]) for k in range(n_steps)
     ]
-    out.person = np.concatenate([lv.person for _, lv in done if lv.person is not None])
-    out.level = np.concatenate([lv.level for _, lv in done if lv.level is not None])
+    out.person = np.concatenate([lv.person for lv in done if lv.person is not None])
+    out.level = np.concatenate([lv.level for lv in done if lv.level is not None])
     starts = []
-    for idx, lv in done:
+    for j, lv in enumerate(done):
         assert lv.start_row is not None
-        starts.append(np.where(lv.start_row >= 0, idx[np.maximum(lv.start_row, 0)], -1))
+        starts.append(np.where(lv.start_row >= 0, perm[np.maximum(lv.start_row, 0) + int(bounds[j])], -1))
     out.start_row = np.concatenate(starts)
     return out
 
