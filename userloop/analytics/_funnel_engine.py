@@ -12,18 +12,22 @@ Semantics (ClickHouse ``windowFunnel`` default mode, with distinct events): a pe
 
 How, without a Python loop over rows:
 
-1. order the rows by (person, time). The store's scan order is (nearly) time order, so a stable
-   argsort on time is close to linear; then one ``np.sort`` of packed 64-bit words ``(person key's
-   top bits, time rank)`` groups persons and keeps time order inside each (the rank in the low
-   bits is the permutation). Persons whose keys share the top bits are put back in order after.
-2. latest-start dynamic programme, one pass per step. ``V_k[i] = S << b | j`` where ``S`` is the
-   latest start (a row index: rows are in time order, so a later index is a later start) of a
-   chain for steps ``1..k`` ending at row ``i``, and ``j`` the chain's row for step ``k - 1``.
-   For step ``k + 1`` the best predecessor of row ``i`` is the maximum of ``V_k`` over the rows
-   before ``i``'s group of equal times (a running maximum) and over the other rows of that group
-   (the group maximum without ``i``). It is valid when it is the same person's and ``t_i - t_S <=
-   window``. Keeping only the latest start is enough: later steps only measure the window from
-   the start.
+0. split the persons by their key's top bits into parts of at most :data:`PART_ROWS` rows (a
+   stable radix sort on those bits), so that the random accesses below stay in the CPU caches;
+   the parts are independent and run in threads (numpy releases the GIL).
+1. order each part by (person, time): a stable argsort on time (the store's scan comes out as a
+   few time-ordered runs, which timsort merges in about linear time), then one ``np.sort`` of
+   packed 64-bit words ``(person key's top bits, time rank)`` groups the persons and keeps time
+   order inside each (the rank in the low bits is the permutation). Persons whose keys share the
+   top bits are then grouped by the whole key.
+2. latest-start dynamic programme, one pass per step, on the rows that end a valid chain only:
+   ``V_k[i] = S << b | i`` where ``S`` is the latest start (a row index: rows are in time order,
+   so a later index is a later start) of a chain for steps ``1..k`` ending at row ``i``. For step
+   ``k + 1`` the best predecessor of row ``i`` is the maximum of ``V_k`` over the valid rows
+   before ``i``'s group of equal times (a running maximum read with ``searchsorted``) and over
+   the other rows of that group (the group maximum without ``i``); its low bits are the chain's
+   row for step ``k``. It is valid when it is the same person's and ``t_i - t_S <= window``.
+   Keeping only the latest start is enough: later steps only measure the window from the start.
 3. count: persons with a valid row at step ``k``. Conversion time to step ``k``: at the person's
    earliest completion of step ``k`` (the row of that instant with the latest start, then the
    latest step ``k - 1`` row), the time from the chain's step ``k - 1`` event to its step ``k``
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,7 +65,6 @@ class Levels:
     start_row: np.ndarray | None = None  # input row of the start of the deepest chain, -1 if none
     fallback_persons: int = 0  # persons recomputed by the exact per-person path
     seen: int = 0  # the steps matched by any row (bit k: step k + 1)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def packable(span_us: int, n_steps: int) -> bool:
