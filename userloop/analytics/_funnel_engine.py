@@ -103,43 +103,49 @@ def _parallel(
     person: np.ndarray, t: np.ndarray, mask: np.ndarray | None, n_steps: int, window_us: int,
     per_person: bool, parts: int, workers: int,
 ) -> Levels:
-    """Partition the rows by the person key's top bits (disjoint persons; a stable radix sort keeps
-    each part in input order), compute the parts in threads, merge. Parts of about
-    :data:`PART_ROWS` rows keep the random accesses inside the CPU caches."""
-    bits = parts.bit_length() - 1
-    part = (person >> np.uint64(64 - bits)).astype(np.uint8)
-    perm = np.argsort(part, kind="stable")  # a radix sort: linear
-    bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
-    person, t = person[perm], t[perm]
-    mask = None if mask is None else mask[perm]
+    """Partition the rows by the person key's top bits (disjoint persons), compute the parts in
+    threads, merge. Parts of about :data:`PART_ROWS` rows keep the random accesses inside the CPU
+    caches. Each thread first partitions a slice of the input (a stable radix sort on the top
+    bits keeps input order); a part is then the concatenation of its rows from every slice."""
+    shift = np.uint64(64 - (parts.bit_length() - 1))
+    n = len(t)
+    cuts = [n * i // workers for i in range(workers + 1)]
 
-    def one(j: int) -> Levels:
-        lo, hi = int(bounds[j]), int(bounds[j + 1])
-        return _compute_one(person[lo:hi], t[lo:hi], None if mask is None else mask[lo:hi], n_steps, window_us,
-                            per_person)
+    def split(c: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = cuts[c], cuts[c + 1]
+        part = (person[lo:hi] >> shift).astype(np.uint8)
+        perm = np.argsort(part, kind="stable")  # a radix sort: linear
+        perm += lo
+        return perm, np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
+
+    def one(j: int) -> tuple[np.ndarray, Levels]:
+        idx = np.concatenate([perm[b[j]:b[j + 1]] for perm, b in pieces])
+        return idx, _compute_one(person[idx], t[idx], None if mask is None else mask[idx], n_steps, window_us,
+                                 per_person)
 
     with ThreadPoolExecutor(workers) as pool:
+        pieces = list(pool.map(split, range(workers)))
         done = list(pool.map(one, range(parts)))
     out = Levels(
-        counts=[sum(lv.counts[k] for lv in done) for k in range(n_steps)],
-        step_deltas=[np.concatenate([lv.step_deltas[k] for lv in done]) for k in range(n_steps)],
+        counts=[sum(lv.counts[k] for _, lv in done) for k in range(n_steps)],
+        step_deltas=[np.concatenate([lv.step_deltas[k] for _, lv in done]) for k in range(n_steps)],
         step_persons=[],
-        fallback_persons=sum(lv.fallback_persons for lv in done),
-        seen=int(np.bitwise_or.reduce([lv.seen for lv in done])),
+        fallback_persons=sum(lv.fallback_persons for _, lv in done),
+        seen=int(np.bitwise_or.reduce([lv.seen for _, lv in done])),
     )
     if not per_person:
-        out.step_persons = [np.concatenate([lv.step_persons[k] for lv in done]) for k in range(n_steps)]
+        out.step_persons = [np.concatenate([lv.step_persons[k] for _, lv in done]) for k in range(n_steps)]
         return out
-    offsets = np.cumsum([0] + [len(lv.person) for lv in done if lv.person is not None])
+    offsets = np.cumsum([0] + [len(lv.person) for _, lv in done if lv.person is not None])
     out.step_persons = [
-        np.concatenate([lv.step_persons[k] + offsets[i] for i, lv in enumerate(done)]) for k in range(n_steps)
+        np.concatenate([lv.step_persons[k] + offsets[i] for i, (_, lv) in enumerate(done)]) for k in range(n_steps)
     ]
-    out.person = np.concatenate([lv.person for lv in done if lv.person is not None])
-    out.level = np.concatenate([lv.level for lv in done if lv.level is not None])
+    out.person = np.concatenate([lv.person for _, lv in done if lv.person is not None])
+    out.level = np.concatenate([lv.level for _, lv in done if lv.level is not None])
     starts = []
-    for j, lv in enumerate(done):
+    for idx, lv in done:
         assert lv.start_row is not None
-        starts.append(np.where(lv.start_row >= 0, perm[np.maximum(lv.start_row, 0) + int(bounds[j])], -1))
+        starts.append(np.where(lv.start_row >= 0, idx[np.maximum(lv.start_row, 0)], -1))
     out.start_row = np.concatenate(starts)
     return out
 
