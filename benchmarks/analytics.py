@@ -413,11 +413,12 @@ def main() -> None:
     for k in ("generate_s", "duckdb_load_s", "parquet_export_s", "chdb_load_s"):
         if info.get(k) is not None:
             print(f"  {k}: {info[k]}")
-    print(f"\n{'query':34s} {'DuckDB s':>9s} {'chDB s':>9s} {'ratio':>6s}  same answer")
+    print(f"\n{'query':32s} {'DuckDB s':>9s} {'chDB s':>8s} {'ratio':>6s} {'(medians)':>18s}  same answer")
     for r in rows:
         def f(x: Any, w: int) -> str:
             return f"{x:>{w}}" if x is not None else f"{'n/a':>{w}}"
-        print(f"{r['query']:34s} {f(r['duckdb_s'], 9)} {f(r['chdb_s'], 9)} {f(r['ratio'], 6)}  "
+        med = f"{r.get('duckdb_median_s') or 'n/a'} / {r.get('chdb_median_s') or 'n/a'}"
+        print(f"{r['query']:32s} {f(r['duckdb_s'], 9)} {f(r['chdb_s'], 8)} {f(r['ratio'], 6)} {med:>18s}  "
               f"{'n/a' if r['same'] is None else 'yes' if r['same'] else 'NO'}{'  ' + r['note'] if r.get('note') else ''}")
     print(f"\ntargets: DuckDB <= {TARGET_S} s and <= {TARGET_RATIO}x chDB for trends, funnel, retention")
 
