@@ -21,7 +21,17 @@ What it does, in one run:
 4. times each query ``--repeat`` times (best and median of warm runs are kept) through
    :func:`userloop.query.runner.run_query` for DuckDB, and the equivalent ClickHouse SQL
    (``uniqExact``, ``windowFunnel``, ``retention``) for chDB, and checks that both give the same
-   answer. Kinds not registered in this checkout print ``n/a``.
+   answer. Kinds not registered in this checkout print ``n/a``. The DuckDB and chDB runs are
+   interleaved, so that both see the same machine load.
+
+The questions: PV and UV per day over the 90 days (and UV over the range); the funnel ``pv ->
+view_item -> cart -> buy`` with a one-day window (chDB: ``windowFunnel`` on microseconds, the first
+condition limited to the range); weekly retention ``pv`` -> ``buy`` over 8 weeks (chDB:
+``retention`` with each person's first-week cohort); the top 10 five-step paths after ``cart``
+within visits of 30 minutes, repeats collapsed (chDB: ``groupArray`` per person, ``arraySplit``
+into visits, first ``cart`` of each visit).
+
+chDB is the pip package ``chdb`` (``.venv/bin/pip install chdb``; not a project dependency).
 """
 
 from __future__ import annotations
