@@ -366,9 +366,12 @@ def main() -> None:
         row = store.query("SELECT count(*) AS n, count(DISTINCT person_id) AS p FROM events")[0]
         info["persons_at_ingest"] = int(row["p"])
         session = None
-        if not args.no_chdb:
+        try:
             import chdb
-
+        except ImportError:
+            log("chDB is not installed (.venv/bin/pip install chdb): DuckDB only")
+            args.no_chdb = True
+        if not args.no_chdb:
             info["chdb"] = chdb.__version__
             if not (args.keep and chdir.exists()):
                 t, _ = _time(lambda: export_parquet(store, pq))
