@@ -502,3 +502,13 @@ def test_taobao_pv_cart_buy_matches_greedy_reference(tmp_path) -> None:  # type:
         for k in range(best):
             want[k] += 1
     assert counts(pvpv) == want
+
+
+def test_long_range_many_steps_unpacked(world: World) -> None:
+    """Ten years and 14 steps do not fit time and mask in one word: the unpacked path."""
+    assert not engine.packable(3655 * DAY * 10**6, 14)
+    world.add([{"distinct_id": "m", "event": "pv", "ts": f"2027-05-01T00:{i:02d}:00"} for i in range(15)]
+              + [{"distinct_id": "n", "event": "pv", "ts": f"2027-05-01T00:{i:02d}:00"} for i in range(3)])
+    r = funnel(world, ["pv"] * 14, window=3600, date_from="2020-01-01", date_to="2029-12-31")
+    assert counts(r) == [2, 2, 2] + [1] * 11
+    assert medians(r) == [None] + [60.0] * 13
