@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,20 +112,25 @@ def _parallel(
     n = len(t)
     cuts = [n * i // workers for i in range(workers + 1)]
 
-    def split(c: int) -> tuple[np.ndarray, np.ndarray]:
+    def split(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         lo, hi = cuts[c], cuts[c + 1]
         part = (person[lo:hi] >> shift).astype(np.uint8)
         perm = np.argsort(part, kind="stable")  # a radix sort: linear
         perm += lo
-        return perm, np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
-
-    def one(j: int) -> tuple[np.ndarray, Levels]:
-        idx = np.concatenate([perm[b[j]:b[j + 1]] for perm, b in pieces])
-        return idx, _compute_one(person[idx], t[idx], None if mask is None else mask[idx], n_steps, window_us,
-                                 per_person)
+        bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=parts))]
+        return perm, bounds, person[perm], t[perm], None if mask is None else mask[perm]
 
     with ThreadPoolExecutor(workers) as pool:
         pieces = list(pool.map(split, range(workers)))
+        perms, bounds, persons, times, masks = (list(x) for x in zip(*pieces, strict=True))
+
+        def one(j: int) -> tuple[np.ndarray, Levels]:
+            def take(arrays: list[Any]) -> np.ndarray:
+                return np.concatenate([a[b[j]:b[j + 1]] for a, b in zip(arrays, bounds, strict=True)])
+
+            m = None if mask is None else take(masks)
+            return take(perms), _compute_one(take(persons), take(times), m, n_steps, window_us, per_person)
+
         done = list(pool.map(one, range(parts)))
     out = Levels(
         counts=[sum(lv.counts[k] for _, lv in done) for k in range(n_steps)],
