@@ -30,12 +30,13 @@ class World:
     def add(self, events: list[dict[str, Any]], ops: list[Op] | None = None) -> None:
         """Each dict: distinct_id, event, ts (datetime or ISO; naive = UTC), optional properties and columns."""
         out = []
+        base = len(self.rows)  # rows grows inside the loop: ids must not repeat across calls
         for i, e in enumerate(events):
             ts = e["ts"] if isinstance(e["ts"], datetime) else datetime.fromisoformat(e["ts"])
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
             extra = {k: v for k, v in e.items() if k not in ("distinct_id", "event", "ts", "properties", "message_id")}
-            mid = e.get("message_id") or f"m{len(self.rows) + i}"
+            mid = e.get("message_id") or f"m{base + i}"
             out.append(
                 Event(
                     project_id=self.project.id, message_id=mid, event=e["event"], type="track",

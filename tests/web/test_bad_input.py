@@ -170,3 +170,12 @@ def test_no_valid_event_was_lost_across_all_the_bad_requests(live_server: LiveSe
     httpx.post(live_server.url + "/v1/track", json={"userId": "a", "event": "kept", "messageId": "k1"}, auth=(key, ""))
     httpx.post(live_server.url + "/v1/batch", content=json.dumps({"batch": "x"}).encode(), auth=(key, ""))
     assert [e["message_id"] for e in live_server.events()] == ["k1"]
+
+
+def test_context_of_the_wrong_type_is_ignored_not_a_500(live_server: LiveServer) -> None:
+    msg = {"type": "track", "userId": "t", "event": "e", "messageId": "odd-ctx",
+           "context": {"userAgent": {"not": "text"}, "page": {"url": 42}, "campaign": {"source": ["x"]}}}
+    resp = httpx.post(live_server.url + "/v1/batch", json={"batch": [msg]}, auth=(live_server.project.write_key, ""))
+    assert resp.status_code == 200, resp.text
+    (event,) = live_server.events()
+    assert (event["os"], event["url"]) == (None, "42")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 
-class Event(msgspec.Struct, kw_only=True):
+class Event(msgspec.Struct, kw_only=True, gc=False):
     """One stored behaviour. Field order is the column order of the ``events`` table."""
 
     project_id: int

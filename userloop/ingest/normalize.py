@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -142,6 +143,7 @@ SOURCE_ALIASES = {
 }
 
 
+@lru_cache(maxsize=8192)
 def channel_for(utm_source: str | None, utm_medium: str | None, referring_domain: str | None) -> str:
     """A stable, coarse acquisition channel: utm first, then the referrer, else direct."""
     if utm_medium and utm_medium.lower() in ("cpc", "ppc", "paid", "paidsearch", "sem"):
@@ -163,6 +165,7 @@ def channel_for(utm_source: str | None, utm_medium: str | None, referring_domain
     return "direct"
 
 
+@lru_cache(maxsize=8192)
 def domain_of(url: str | None) -> str | None:
     if not url:
         return None
@@ -173,6 +176,7 @@ def domain_of(url: str | None) -> str | None:
     return host or None
 
 
+@lru_cache(maxsize=8192)
 def utm_from_url(url: str | None) -> dict[str, str]:
     if not url or "utm_" not in url:
         return {}
@@ -181,6 +185,14 @@ def utm_from_url(url: str | None) -> dict[str, str]:
     except ValueError:
         return {}
     return {k: v[0] for k, v in query.items() if k.startswith("utm_") and v}
+
+
+@lru_cache(maxsize=8192)
+def _path_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).path or None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -242,10 +254,7 @@ def build_event(
     referring_domain = domain_of(referrer)
     path = _s(ctx.path)
     if path is None and url:
-        try:
-            path = urlsplit(url).path or None
-        except ValueError:
-            path = None
+        path = _path_of(url)
     return Event(
         project_id=project_id,
         message_id=message_id,

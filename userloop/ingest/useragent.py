@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _OS = [
     (re.compile(r"iPhone|iPad|iPod"), "iOS"),
@@ -25,10 +26,15 @@ _BROWSER = [
 ]
 
 
-def parse_user_agent(ua: str | None) -> tuple[str | None, str | None, str | None]:
-    """(os, browser, device_type) from a User-Agent header; None where it says nothing."""
-    if not ua:
+def parse_user_agent(ua: object) -> tuple[str | None, str | None, str | None]:
+    """(os, browser, device_type) from a User-Agent header; None where it says nothing (or not text)."""
+    if not ua or not isinstance(ua, str):
         return None, None, None
+    return _parse(ua)
+
+
+@lru_cache(maxsize=4096)  # a site sees few distinct user agents: parse each once
+def _parse(ua: str) -> tuple[str | None, str | None, str | None]:
     os_name = next((name for rx, name in _OS if rx.search(ua)), None)
     browser = next((name for rx, name in _BROWSER if rx.search(ua)), None)
     if re.search(r"iPad|Tablet", ua):
