@@ -286,8 +286,7 @@ def test_taobao_weekly_retention_matches_pandas(taobao) -> None:  # type: ignore
 @pytest.mark.parametrize("tz", ["America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu",
                                 "America/Santiago", "Asia/Shanghai", "UTC"])
 def test_local_time_by_offsets_matches_time_zone_lookups(tmp_path, tz: str) -> None:  # type: ignore[no-untyped-def]
-    from userloop.analytics.retention import local_between, offsets
-    from userloop.query.sql import Ctx
+    from userloop.query.sql import Ctx, local_between, offsets
     from userloop.store.duckdb import Store
 
     store = Store(tmp_path / "z.duckdb")

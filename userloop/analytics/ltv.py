@@ -15,12 +15,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from userloop.analytics.retention import local_between
 from userloop.errors import UserloopError
 from userloop.query.buckets import add, buckets, label
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
+from userloop.query.sql import (
+    Ctx,
+    check_events,
+    check_properties,
+    events_sql,
+    filter_properties,
+    local_between,
+    prop,
+)
 
 Period = Literal["day", "week", "month"]
 MAX_PERIODS = 400

@@ -13,15 +13,22 @@ included. Persons are counted after identity merges.
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal
 
 from userloop.errors import UserloopError
 from userloop.query.buckets import add, buckets, label
 from userloop.query.model import Breakdown, PropertyFilter, Query, check_filter, parse_breakdown
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
+from userloop.query.sql import (
+    Ctx,
+    check_events,
+    check_properties,
+    events_sql,
+    filter_properties,
+    local_between,
+    prop,
+)
 
 OTHER = "$other"
 NONE = "$none"
@@ -51,43 +58,6 @@ class RetentionQuery(Query, tag="retention"):
         bd = parse_breakdown(self.breakdown)
         if bd is not None and (not bd.property or bd.limit < 1):
             raise UserloopError("bad_breakdown", "breakdown needs a property and a limit >= 1", "breakdown")
-
-
-def offsets(ctx: Ctx, lo: datetime, hi: datetime) -> list[tuple[datetime, int]]:
-    """The project zone's UTC offset (microseconds) from ``lo`` on, and from each change before ``hi``."""
-    tz = ctx.tz
-
-    def off(sec: int) -> int:
-        return datetime.fromtimestamp(sec, UTC).astimezone(tz).utcoffset() // timedelta(microseconds=1)  # type: ignore[operator]
-
-    first = math.floor(lo.timestamp())
-    last = math.ceil(hi.timestamp())
-    pieces = [(lo, off(first))]
-    t = first
-    while t < last:  # a change inside each 12-hour step is found to the second
-        n = min(t + 43200, last)
-        if off(n) != off(t):
-            a, b = t, n
-            while b - a > 1:
-                m = (a + b) // 2
-                a, b = (m, b) if off(m) == off(t) else (a, m)
-            pieces.append((datetime.fromtimestamp(b, UTC), off(b)))
-        t = n
-    return pieces
-
-
-def local_between(ctx: Ctx, ts: str, lo: datetime, hi: datetime) -> str:
-    """Local wall-clock time of ``ts`` (as :meth:`Ctx.local`) by adding the UTC offset in force,
-    without a time-zone lookup per row. Exact for ``lo <= ts < hi``; instants before ``lo`` (after
-    ``hi``) map to local times before ``lo``'s (after ``hi``'s), so comparisons with periods inside
-    the range stay right."""
-    d = ctx.dialect
-    pieces = offsets(ctx, lo, hi)
-    shift = ctx.p(pieces[0][1])
-    if len(pieces) > 1:
-        whens = " ".join(f"WHEN {ts} >= {ctx.p(t)} THEN {ctx.p(o)}" for t, o in reversed(pieces[1:]))
-        shift = f"CASE {whens} ELSE {shift} END"
-    return d.from_epoch_micros(f"{d.epoch_micros(ts)} + {shift}")
 
 
 def retention_sql(ctx: Ctx, q: RetentionQuery) -> str:

@@ -15,7 +15,15 @@ from userloop.errors import UserloopError
 from userloop.query.buckets import buckets, label
 from userloop.query.model import Breakdown, Interval, PropertyFilter, Query, check_filter, parse_breakdown
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties, prop
+from userloop.query.sql import (
+    Ctx,
+    check_events,
+    check_properties,
+    events_sql,
+    filter_properties,
+    local_between,
+    prop,
+)
 
 Math = Literal["total", "uv", "per_user", "sum", "avg", "min", "max"]
 OTHER = "$other"
@@ -61,7 +69,7 @@ def trends_sql(ctx: Ctx, q: TrendsQuery, s: Series, date_from: date, date_to: da
     value = d.number(prop(ctx, s.property)) if s.property else "NULL"
     bd_expr = f"coalesce({prop(ctx, bd.property, bd.type)}, {ctx.p(NONE)})" if bd else "NULL"
     sql = (
-        f"WITH x AS (SELECT {d.trunc(q.interval, ctx.local())} AS b, {bd_expr} AS bd, "
+        f"WITH x AS (SELECT {d.trunc(q.interval, local_between(ctx, 'e.timestamp', start, end))} AS b, {bd_expr} AS bd, "
         f"e.person_id AS pid, {value} AS v FROM ({base}) e)"
     )
     source = "x"

@@ -21,11 +21,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from userloop.analytics.retention import local_between
 from userloop.query.buckets import buckets, label
 from userloop.query.model import Query
 from userloop.query.runner import register
-from userloop.query.sql import Ctx, check_events, check_properties, events_sql, filter_properties
+from userloop.query.sql import (
+    Ctx,
+    check_events,
+    check_properties,
+    events_sql,
+    filter_properties,
+    local_between,
+)
 
 Period = Literal["day", "week", "month"]
 WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
