@@ -52,6 +52,7 @@ class Backend(Protocol):
     def export_parquet(self, project_id: int, out: Path) -> int: ...
     def project(self, project_id: int) -> dict[str, Any]: ...
     def query(self, project_id: int, body: bytes) -> dict[str, Any]: ...
+    def call(self, name: str, project_id: int, params: dict[str, Any]) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -88,6 +89,13 @@ class LocalBackend:
         from userloop.query.runner import run_query
 
         return run_query(self.store, self.store.project(project_id), body)
+
+    def call(self, name: str, project_id: int, params: dict[str, Any]) -> Any:
+        """A named operation (``userloop/actions.py``) on the file, JSON in and out like the server's."""
+        from userloop.actions import ActionContext, run_action
+
+        ctx = ActionContext(store=self.store, writer=self.writer, project=self.store.project(project_id))
+        return msgspec.json.decode(msgspec.json.encode(run_action(name, ctx, params)))
 
     def find_project(self, name: str) -> dict[str, Any] | None:
         p = self.store.project_by_name(name)
@@ -137,6 +145,13 @@ class RemoteBackend:
             headers={"Content-Type": "application/json"},
         )
         return self._check(resp).json()  # type: ignore[no-any-return]
+
+    def call(self, name: str, project_id: int, params: dict[str, Any]) -> Any:
+        resp = self.client.post(
+            f"/api/admin/actions/{name}", params={"project": project_id}, content=msgspec.json.encode(params),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._check(resp).json()
 
     def find_project(self, name: str) -> dict[str, Any] | None:
         resp = self.client.get("/api/admin/projects", params={"name": name})

@@ -111,4 +111,10 @@ DDL: list[str] = [
     )""",
 ]
 
+# tables of the people stage, one module per capability
+from userloop.store import schema_alerts, schema_audit, schema_layers, schema_segments, schema_tags  # noqa: E402
+
+for _module in (schema_audit, schema_tags, schema_segments, schema_layers, schema_alerts):
+    DDL += _module.DDL
+
 SCHEMA_VERSION = "1"

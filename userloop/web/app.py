@@ -14,7 +14,7 @@ from userloop.config import Settings
 from userloop.errors import UserloopError
 from userloop.store.duckdb import Store
 from userloop.store.writer import Writer
-from userloop.web.api import admin, collect, events, query
+from userloop.web.api import admin, alerts, collect, events, layers, persons, query, segments, tags
 from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
 
 
@@ -50,6 +50,8 @@ def routes() -> list[Route]:
     # Sensors Data
     for path in ("/sa", "/sa.gif"):
         r += [Route(path, collect.sensors_endpoint, methods=["GET", "POST"])]
+    # People (secret key): specific routes first, before the /api/persons/{distinct_id:path} catch-all
+    r += persons.routes + tags.routes + segments.routes + layers.routes + alerts.routes
     # Read APIs (secret key)
     r += [
         Route("/api/events", events.list_events, methods=["GET"]),
@@ -66,6 +68,7 @@ def routes() -> list[Route]:
         Route("/api/admin/import", admin.import_events, methods=["POST"]),
         Route("/api/admin/export", admin.export_events, methods=["GET"]),
         Route("/api/admin/query", admin.query, methods=["POST"]),
+        Route("/api/admin/actions/{name:str}", admin.call_action, methods=["POST"]),
     ]
     return r
 
@@ -76,6 +79,7 @@ def create_app(
     settings: Settings | None = None,
     writer: Writer | None = None,
     admin_token: str | None = None,
+    scheduler: bool = False,
 ) -> Starlette:
     settings = settings or Settings(db_path=store.path)
     own_writer = writer is None
@@ -84,9 +88,21 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         writer.start()
+        sched = None
+        if scheduler:  # the server runs scheduled recomputes; tests and the CLI opt in
+            from userloop.schedule import Scheduler, set_current
+
+            sched = Scheduler(store, writer)
+            sched.start()
+            set_current(sched)
         try:
             yield
         finally:
+            if sched is not None:
+                from userloop.schedule import set_current
+
+                sched.stop()
+                set_current(None)
             if own_writer:
                 writer.stop()
 

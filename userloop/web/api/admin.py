@@ -112,3 +112,19 @@ async def query(request: Request) -> Response:
     raw = await read_body(request)
     store = store_of(request)
     return JSON(await asyncio.to_thread(run_query, store, store.project(project_id), raw))
+
+
+async def call_action(request: Request) -> Response:
+    """A named operation (``userloop/actions.py``) for the CLI while the server holds the file."""
+    from userloop.actions import ActionContext, run_action
+
+    _require_admin(request)
+    project_id = _project_param(request)
+    raw = await read_body(request)
+    params = decode_json(raw) if raw.strip() else {}
+    if not isinstance(params, dict):
+        raise UserloopError("invalid_body", "parameters must be a JSON object")
+    store = store_of(request)
+    ctx = ActionContext(store=store, writer=request.app.state.writer, project=store.project(project_id))
+    result = await asyncio.to_thread(run_action, request.path_params["name"], ctx, params)
+    return JSON(result)

@@ -90,7 +90,7 @@ def serve(
     settings = Settings(db_path=db)
     try:
         uvicorn.run(
-            create_app(store, settings=settings, admin_token=token),
+            create_app(store, settings=settings, admin_token=token, scheduler=True),
             host=host,
             port=port,
             log_level="warning",
@@ -228,6 +228,18 @@ def query(
     with backend(db) as b:
         _print_json(b.query(project, json.dumps(body).encode()))
 
+
+def _add_subcommands() -> None:
+    """Sub-command groups that live in their own modules (``userloop/cli/<name>.py``, each an ``app``)."""
+    import importlib
+
+    for name in ("tags", "segments", "layers", "alerts", "persons"):
+        module = importlib.import_module(f"userloop.cli.{name}")
+        if getattr(module, "app", None) is not None:
+            app.add_typer(module.app, name=name)
+
+
+_add_subcommands()
 
 if __name__ == "__main__":
     app()

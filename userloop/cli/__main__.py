@@ -1,0 +1,3 @@
+from userloop.cli import app
+
+app()

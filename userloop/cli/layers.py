@@ -1,0 +1,3 @@
+"""`userloop layers ...`: not yet implemented (a placeholder so the CLI can mount it)."""
+
+app = None

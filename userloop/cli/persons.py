@@ -1,0 +1,3 @@
+"""`userloop persons ...`: not yet implemented (a placeholder so the CLI can mount it)."""
+
+app = None

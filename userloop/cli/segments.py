@@ -1,0 +1,3 @@
+"""`userloop segments ...`: not yet implemented (a placeholder so the CLI can mount it)."""
+
+app = None
