@@ -56,11 +56,18 @@ ProfileOpKind = Literal["set", "set_once", "increment", "append", "unset", "dele
 
 
 class Merge(msgspec.Struct, kw_only=True, tag="merge"):
-    """Link ``other_id`` to the person of ``distinct_id`` (identify, alias, signup, bind)."""
+    """Link ``other_id`` to the person of ``distinct_id`` (identify, alias, signup, bind).
+
+    ``message_id`` and ``kind`` say what asked for it (the merge log, ``userloop/people/audit.py``):
+    ``identify`` / ``alias`` (Segment), ``$identify`` / ``$create_alias`` / ``$merge_dangerously``
+    (PostHog), ``track_signup`` / ``bind`` / ``login_id`` (Sensors), ``api`` otherwise.
+    """
 
     project_id: int
     distinct_id: str
     other_id: str
+    message_id: str | None = None
+    kind: str = "api"
 
 
 class Unbind(msgspec.Struct, kw_only=True, tag="unbind"):
@@ -68,6 +75,18 @@ class Unbind(msgspec.Struct, kw_only=True, tag="unbind"):
 
     project_id: int
     distinct_id: str
+
+
+class Unmerge(msgspec.Struct, kw_only=True, tag="unmerge"):
+    """Undo a merge of ``person_id``: by merge log id, or split off ``distinct_ids`` (an operator's
+    request; applied by ``userloop.people.audit.apply_unmerge``, found again by ``request_id``)."""
+
+    project_id: int
+    person_id: str
+    request_id: str
+    merge_id: int | None = None
+    distinct_ids: list[str] = []
+    kind: str = "operator"
 
 
 class ProfileOp(msgspec.Struct, kw_only=True, tag="profile"):
@@ -93,7 +112,7 @@ class ItemOp(msgspec.Struct, kw_only=True, tag="item"):
     properties: dict[str, Any] = {}
 
 
-Op = Merge | Unbind | ProfileOp | GroupOp | ItemOp
+Op = Merge | Unbind | Unmerge | ProfileOp | GroupOp | ItemOp
 
 
 class Rejected(msgspec.Struct):
@@ -109,3 +128,10 @@ class Payload(msgspec.Struct):
     ops: list[Op] = []
     rejected: list[Rejected] = []
     accepted: int = 0  # messages taken (an operation-only message stores no event)
+
+
+def stamp_merges(ops: list[Op], message_id: str) -> None:
+    """Record the message that asked for the merges in ``ops`` (those without one yet)."""
+    for op in ops:
+        if isinstance(op, Merge) and op.message_id is None:
+            op.message_id = message_id

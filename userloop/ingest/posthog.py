@@ -21,7 +21,16 @@ from urllib.parse import parse_qs
 import msgspec
 
 from userloop.errors import UserloopError
-from userloop.ingest.event import GroupOp, Merge, Op, Payload, ProfileOp, ProfileOpKind, Rejected
+from userloop.ingest.event import (
+    GroupOp,
+    Merge,
+    Op,
+    Payload,
+    ProfileOp,
+    ProfileOpKind,
+    Rejected,
+    stamp_merges,
+)
 from userloop.ingest.normalize import (
     Context,
     MessageError,
@@ -221,13 +230,13 @@ def parse_message(
         if anon is not None:
             anonymous_id = anon
             if anon != distinct_id:
-                ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=anon))
+                ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=anon, kind=event))
     elif event in _MERGE_EVENTS:
         alias = as_id(props.get("alias"))
         if alias is None:
             raise MessageError(f"{event} needs properties.alias", "missing_alias")
         if alias != distinct_id:
-            ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=alias))
+            ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=alias, kind=event))
     elif event == "$groupidentify":
         group_type, group_key = as_id(props.get("$group_type")), as_id(props.get("$group_key"))
         if group_type is None or group_key is None:
@@ -296,6 +305,7 @@ def parse(body: Any, *, project_id: int, received_at: datetime, check_sizes: boo
                 out=out,
                 check_size=check_sizes,
             )
+            stamp_merges(out.ops[n_ops:], out.events[-1].message_id)
             out.accepted += 1
         except MessageError as exc:
             del out.ops[n_ops:], out.events[n_events:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from userloop.ingest.event import GroupOp, Merge, Payload, ProfileOp, Rejected
+from userloop.ingest.event import GroupOp, Merge, Payload, ProfileOp, Rejected, stamp_merges
 from userloop.ingest.normalize import (
     Context,
     MessageError,
@@ -112,7 +112,7 @@ def parse_message(
         event = "$identify"
         properties = {"$set": traits} if traits else {}
         if user_id and anonymous_id and user_id != anonymous_id:
-            out.ops.append(Merge(project_id=project_id, distinct_id=user_id, other_id=anonymous_id))
+            out.ops.append(Merge(project_id=project_id, distinct_id=user_id, other_id=anonymous_id, kind="identify"))
         if traits:
             out.ops.append(ProfileOp(project_id=project_id, distinct_id=distinct_id, op="set", properties=traits))
     elif kind == "alias":
@@ -121,7 +121,7 @@ def parse_message(
         if previous is None:
             raise MessageError("alias needs previousId", "missing_previous_id")
         properties = {"previous_id": previous}
-        out.ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=previous))
+        out.ops.append(Merge(project_id=project_id, distinct_id=distinct_id, other_id=previous, kind="alias"))
     else:  # group
         event = "$groupidentify"
         group_id = as_id(msg.get("groupId"))
@@ -193,6 +193,7 @@ def parse(
                 out=out,
                 check_size=check_sizes,
             )
+            stamp_merges(out.ops[n_ops:], out.events[-1].message_id)
             out.accepted += 1
         except MessageError as exc:
             del out.ops[n_ops:]

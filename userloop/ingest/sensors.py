@@ -26,7 +26,16 @@ import msgspec
 
 from userloop.errors import TooLarge, UserloopError
 from userloop.ingest.compression import gunzip
-from userloop.ingest.event import ItemOp, Merge, Payload, ProfileOp, ProfileOpKind, Rejected, Unbind
+from userloop.ingest.event import (
+    ItemOp,
+    Merge,
+    Payload,
+    ProfileOp,
+    ProfileOpKind,
+    Rejected,
+    Unbind,
+    stamp_merges,
+)
 from userloop.ingest.normalize import (
     Context,
     MessageError,
@@ -242,9 +251,9 @@ def parse_message(
     if identities is not None and not isinstance(identities, dict):
         raise MessageError("identities must be a JSON object", "bad_identities")
     identities = identities or {}
-    merges: list[tuple[str, str]] = []
+    merges: list[tuple[str, str, str]] = []  # (keep, other, kind)
     if login_id and anonymous_id and login_id != anonymous_id:
-        merges.append((login_id, anonymous_id))
+        merges.append((login_id, anonymous_id, "login_id"))
 
     if kind in PROFILE_TYPES:
         if isinstance(raw_props, list):  # profile_unset may list the keys
@@ -272,12 +281,12 @@ def parse_message(
         if original_id is None:
             raise MessageError("track_signup needs original_id", "missing_original_id")
         if original_id != distinct_id:
-            merges.append((distinct_id, original_id))
+            merges.append((distinct_id, original_id, "track_signup"))
         user_id = distinct_id
     elif kind == "track_id_bind":
         ids = _identity_ids(identities)
         target = as_id(identities.get(LOGIN_KEY)) or distinct_id
-        merges += [(target, other) for other in dict.fromkeys([distinct_id, *ids]) if other != target]
+        merges += [(target, other, "bind") for other in dict.fromkeys([distinct_id, *ids]) if other != target]
     elif kind == "track_id_unbind":
         unbind = _identity_ids(identities)
         if not unbind:
@@ -319,8 +328,8 @@ def _message_id(msg: dict[str, Any], project_id: int, arrival: datetime | None) 
     return message_id_for(project_id, None, hashed)
 
 
-def _add_merges(out: Payload, project_id: int, merges: list[tuple[str, str]]) -> None:
-    out.ops += [Merge(project_id=project_id, distinct_id=a, other_id=b) for a, b in merges]
+def _add_merges(out: Payload, project_id: int, merges: list[tuple[str, str, str]]) -> None:
+    out.ops += [Merge(project_id=project_id, distinct_id=a, other_id=b, kind=k) for a, b, k in merges]
 
 
 def parse(messages: Any, *, project_id: int, received_at: datetime, check_sizes: bool = False) -> Payload:
@@ -334,6 +343,8 @@ def parse(messages: Any, *, project_id: int, received_at: datetime, check_sizes:
             parse_message(
                 msg, project_id=project_id, received_at=received_at, out=out, check_size=check_sizes
             )
+            mid = out.events[-1].message_id if len(out.events) > n_events else _message_id(msg, project_id, None)
+            stamp_merges(out.ops[n_ops:], mid)
             out.accepted += 1
         except MessageError as exc:
             del out.ops[n_ops:], out.events[n_events:]

@@ -18,6 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from userloop.ingest.event import Merge, Unbind
+from userloop.people.audit import MergeStep, log_merges, log_unbind
 
 PERSON_ID_SQL = "md5(CAST({p} AS VARCHAR) || ':' || {d})"
 
@@ -85,6 +86,8 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
         return x
 
     steps: list[tuple[tuple[int, str], tuple[int, str]]] = []  # (absorbed root, surviving root)
+    causes: list[tuple[Merge, list[str]]] = []  # each step's merge, and the persons its absorbed root holds
+    members: dict[tuple[int, str], list[str]] = {}
     for m in merges:
         a = person.get((m.project_id, m.distinct_id))
         b = person.get((m.project_id, m.other_id))
@@ -94,6 +97,9 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
         if keep != gone:
             parent[gone] = keep
             steps.append((gone, keep))
+            held = members.pop(gone, [gone[1]])
+            causes.append((m, held))
+            members.setdefault(keep, [keep[1]]).extend(held)
     if not steps:
         return
     final = {gone: root(gone) for gone in parent}
@@ -113,7 +119,10 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
         cur.unregister("_minv")
     props: dict[tuple[int, str], dict[str, Any]] = {(r[0], r[1]): msgspec.json.decode(r[2] or "{}") for r in rows}
     created: dict[tuple[int, str], Any] = {(r[0], r[1]): r[3] for r in rows}
-    for gone, keep in steps:
+    log: list[MergeStep] = []
+    for (gone, keep), (m, held) in zip(steps, causes, strict=True):
+        log.append(MergeStep(m, gone[1], keep[1], held, props.get(gone, {}), props.get(keep, {}),
+                             created.get(gone), created.get(keep)))
         props[keep] = {**props.pop(gone, {}), **props.get(keep, {})}
         times = [t for t in (created.pop(gone, None), created.get(keep)) if t is not None]
         if times:
@@ -134,6 +143,7 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
             "created_at": pa.array([created.get(k) for k in survivors], pa.timestamp("us", tz="UTC")),
         }
     )
+    log_merges(cur, log)  # before identities move: it reads the ids each absorbed person held
     cur.register("_mmoves", moves)
     cur.register("_mupd", updates)
     try:
@@ -183,3 +193,4 @@ def apply_unbind(cur: duckdb.DuckDBPyConnection, op: Unbind) -> None:
         "INSERT INTO person_overrides VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET person_id = excluded.person_id",
         [op.project_id, op.distinct_id, fresh],
     )
+    log_unbind(cur, op, current, fresh)

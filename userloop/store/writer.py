@@ -20,7 +20,19 @@ from dataclasses import dataclass, field
 import msgspec
 import pyarrow as pa
 
-from userloop.ingest.event import EVENT_FIELDS, Event, GroupOp, ItemOp, Merge, Op, Payload, ProfileOp, Unbind
+from userloop.ingest.event import (
+    EVENT_FIELDS,
+    Event,
+    GroupOp,
+    ItemOp,
+    Merge,
+    Op,
+    Payload,
+    ProfileOp,
+    Unbind,
+    Unmerge,
+)
+from userloop.people.audit import apply_unmerge
 from userloop.people.identity import apply_merges, apply_unbind, ensure_identities
 from userloop.people.profiles import apply_profile_ops
 from userloop.store.duckdb import Store
@@ -249,6 +261,11 @@ def _apply_ops(cur, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
             apply_merges(cur, merges)
             merges = []
             apply_unbind(cur, op)
+        elif isinstance(op, Unmerge):  # on the person as everything before it left it
+            apply_merges(cur, merges)
+            apply_profile_ops(cur, profile_ops)
+            merges, profile_ops = [], []
+            apply_unmerge(cur, op)
         elif isinstance(op, ProfileOp):
             profile_ops.append(op)
         elif isinstance(op, GroupOp):

@@ -56,8 +56,8 @@ def routes() -> list[Route]:
     r += [
         Route("/api/events", events.list_events, methods=["GET"]),
         Route("/api/query", query.query, methods=["POST"]),
-        Route("/api/persons/{distinct_id:path}", events.get_person, methods=["GET"]),
-        Route("/api/persons/{distinct_id:path}", events.delete_person_endpoint, methods=["DELETE"]),
+        Route("/api/persons/{id:path}", persons.get_person, methods=["GET"]),
+        Route("/api/persons/{id:path}", persons.delete_person, methods=["DELETE"]),
     ]
     # Admin API (server token, used by the CLI while the server holds the file)
     r += [

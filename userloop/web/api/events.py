@@ -1,8 +1,7 @@
-"""Read back: ``GET /api/events`` (newest first, cursor pages) and ``/api/persons/{distinct_id}``."""
+"""Read back: ``GET /api/events`` (newest first, cursor pages). Persons: ``userloop/web/api/persons.py``."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import datetime
 from typing import Any
@@ -12,8 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from userloop.config import MAX_EVENTS_PAGE
-from userloop.errors import NotFound, UserloopError
-from userloop.ingest.event import Payload, ProfileOp
+from userloop.errors import UserloopError
 from userloop.web.http import JSON, project_for_secret, store_of
 
 _LIST_COLUMNS = (
@@ -92,50 +90,3 @@ async def list_events(request: Request) -> Response:
         cursor = _cursor_encode(datetime.fromisoformat(results[-1]["timestamp"]), last["message_id"])
         next_url = str(request.url.include_query_params(after=cursor))
     return JSON({"results": results, "next": next_url})
-
-
-def person_payload(store: Any, project_id: int, distinct_id: str) -> dict[str, Any]:
-    rows = store.query(
-        """SELECT p.person_id, p.properties, p.created_at,
-                  (SELECT list(distinct_id ORDER BY distinct_id) FROM identities
-                   WHERE project_id = p.project_id AND person_id = p.person_id) AS distinct_ids
-           FROM identities i JOIN persons p ON p.project_id = i.project_id AND p.person_id = i.person_id
-           WHERE i.project_id = ? AND i.distinct_id = ?""",
-        [project_id, distinct_id],
-    )
-    if not rows:
-        raise NotFound("person_not_found", f"no person with distinct id {distinct_id!r}", "distinct_id")
-    person = rows[0]
-    stats = store.query(
-        """SELECT count(*) AS n, min(timestamp) AS first_seen, max(timestamp) AS last_seen
-           FROM events WHERE project_id = ? AND distinct_id IN
-             (SELECT distinct_id FROM identities WHERE project_id = ? AND person_id = ?)""",
-        [project_id, project_id, person["person_id"]],
-    )[0]
-    return {
-        "person_id": person["person_id"],
-        "distinct_ids": person["distinct_ids"] or [],
-        "properties": msgspec.json.decode(person["properties"] or "{}"),
-        "event_count": stats["n"],
-        "first_seen": _iso(stats["first_seen"]),
-        "last_seen": _iso(stats["last_seen"]),
-        "created_at": _iso(person["created_at"]),
-    }
-
-
-async def get_person(request: Request) -> Response:
-    project = project_for_secret(request)
-    return JSON(person_payload(store_of(request), project.id, request.path_params["distinct_id"]))
-
-
-async def delete_person_endpoint(request: Request) -> Response:
-    """Delete a person (all its distinct ids), and its events with ``?delete_events=true``."""
-    project = project_for_secret(request)
-    store = store_of(request)
-    distinct_id = request.path_params["distinct_id"]
-    person = person_payload(store, project.id, distinct_id)
-    with_events = request.query_params.get("delete_events", "").lower() in ("1", "true", "yes")
-    op = ProfileOp(project_id=project.id, distinct_id=distinct_id, op="delete", delete_events=with_events)
-    await asyncio.wrap_future(request.app.state.writer.submit(Payload(ops=[op], accepted=1)))
-    return JSON({"deleted": person["person_id"], "distinct_ids": person["distinct_ids"], "events_deleted": with_events})
-
