@@ -71,10 +71,12 @@ def _save_row(tag: TagDef, now: datetime) -> tuple[str, list[Any]]:
 
 @action("tags.create")
 def create(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
-    tag = decode(params)
+    """Save a definition and compute it (``as_of``: the first compute's time, for backfills)."""
+    as_of = _time(params, "as_of")
+    tag = decode({k: v for k, v in params.items() if k != "as_of"})
     qctx = Ctx(store=ctx.store, project=ctx.project)
     _check_names(qctx, tag)
-    now = datetime.now(UTC)
+    now = as_of or datetime.now(UTC)
     with tag_lock(ctx.project.id, tag.name), transaction(ctx.store) as cur:
         if cur.execute("SELECT 1 FROM tags WHERE project_id = ? AND name = ?", [ctx.project.id, tag.name]).fetchall():
             raise UserloopError("tag_exists", f"a tag named {tag.name!r} already exists", "name", status=409)
@@ -119,18 +121,24 @@ def get(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @action("tags.update")
 def update(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Change fields of a definition (``null`` resets a field); ``replace: true`` replaces it whole."""
+    """Change fields of a definition (``null`` resets a field); ``replace: true`` replaces it whole.
+    The tag is recomputed at once (``as_of``: at that time)."""
     name = _name(params)
-    fields = {k: v for k, v in params.items() if k not in ("name", "replace")}
+    as_of = _time(params, "as_of")
+    fields = {k: v for k, v in params.items() if k not in ("name", "replace", "as_of")}
     with tag_lock(ctx.project.id, name):
         old, row = load(ctx.store, ctx.project, name)
         raw = {"name": name, **fields} if params.get("replace") else {**to_dict(old), **fields}
         tag = decode({k: v for k, v in raw.items() if v is not None})
         qctx = Ctx(store=ctx.store, project=ctx.project)
         _check_names(qctx, tag)
-        now = datetime.now(UTC)
-        if row["computed_at"] is not None and now <= row["computed_at"]:
-            now = row["computed_at"] + timedelta(microseconds=1)
+        now = as_of or datetime.now(UTC)
+        last = row["computed_at"]
+        if old.kind == "dynamic" and tag.kind == "dynamic" and last is not None and now <= last:
+            if as_of is not None:
+                raise UserloopError("invalid_as_of", f"as_of must be after the last compute ({last.isoformat()})",
+                                    "as_of")
+            now = last + timedelta(microseconds=1)
         with transaction(ctx.store) as cur:
             assignments, values = _save_row(tag, now)
             cur.execute(f"UPDATE tags SET {assignments}, updated_at = ? WHERE project_id = ? AND name = ?",

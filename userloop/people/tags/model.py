@@ -95,7 +95,7 @@ def _decode_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> Userloo
         name = re.search(r"unknown field `([^`]*)`", text)
         full = f"{where}.{name.group(1)}" if where and name else (name.group(1) if name else where)
         return UserloopError("unknown_field", message, full)
-    if "Missing required field" in text:
+    if "missing required field" in text.lower():
         name = re.search(r"required field `([^`]*)`", text)
         full = f"{where}.{name.group(1)}" if where and name else (name.group(1) if name else where)
         return UserloopError("missing_field", message, full)
