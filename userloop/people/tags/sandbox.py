@@ -96,8 +96,10 @@ def _walk(node: Any, ctes: set[str]) -> None:
         return
     kind = node.get("type")
     if "sample" in node and "query_location" in node and isinstance(kind, str):  # a table reference
+        if kind == "SHOW_REF":
+            raise _fail("SHOW, DESCRIBE and SUMMARIZE are not allowed")
         if kind not in TABLE_REF_TYPES:
-            raise _fail(f"{kind.replace('_REF', '').replace('_', ' ').lower()} is not allowed")
+            raise _fail(f"{kind.replace('_', ' ').lower()} is not allowed")
         if kind == "BASE_TABLE":
             _check_table(node, ctes)
         elif kind == "TABLE_FUNCTION":
