@@ -328,7 +328,7 @@ def _day(value: Any, field: str) -> date:
         raise UserloopError("invalid_field", f"{field} must be a date (YYYY-MM-DD): {exc}", field) from exc
 
 
-def _int(value: Any, field: str, default: int, lo: int, hi: int) -> int:
+def int_param(value: Any, field: str, default: int, lo: int, hi: int) -> int:
     if value is None or value == "":
         return default
     try:
@@ -344,8 +344,8 @@ def members(store: Store, project: Project, params: dict[str, Any]) -> dict[str,
     """Members now (with scores), or on a past date from history (``on``); optionally one ``layer``
     or one ``person``; paged by ``limit``/``offset`` in person id order."""
     m = load(store, project.id, params.get("name"))
-    limit = _int(params.get("limit"), "limit", 100, 1, MAX_PAGE)
-    offset = _int(params.get("offset"), "offset", 0, 0, 10**12)
+    limit = int_param(params.get("limit"), "limit", 100, 1, MAX_PAGE)
+    offset = int_param(params.get("offset"), "offset", 0, 0, 10**12)
     layer, person, on = params.get("layer"), params.get("person"), params.get("on")
     if layer is not None and layer not in layer_names(m.kind, m.params):
         raise UserloopError("unknown_layer", f"model {m.name!r} has no layer {layer!r}", "layer")
