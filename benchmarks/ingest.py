@@ -56,6 +56,7 @@ import msgspec
 import pyarrow as pa
 
 import userloop
+from userloop.store.duckdb import CHECKPOINT_THRESHOLD
 from userloop.store.schema import DDL, EVENT_COLUMN_NAMES
 
 TARGET_EVENTS_PER_S = 50_000
@@ -189,6 +190,19 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         [sys.executable, "-m", "userloop.cli", *args],
         capture_output=True, text=True, check=True, timeout=120, cwd=cwd, env=child_env(),
     )
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per OS thread name of a process (Linux /proc), summed over threads of one name."""
+    out: dict[str, float] = {}
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -417,8 +431,10 @@ def bodies_to_table(bodies: list[bytes], project_id: int, received_at: datetime)
 
 
 def _fresh_events_db(path: Path) -> duckdb.DuckDBPyConnection:
+    """The references get the server's DuckDB settings (same DDL, same checkpoint threshold)."""
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
     for stmt in DDL:
         con.execute(stmt)
     return con
@@ -571,12 +587,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"sending {sum(counts_timed)} events ({len(bodies_timed)} requests, "
                 f"{args.clients} clients, {args.client} client) to {server.url} ...")
             cpu_server0 = process_cpu_seconds(server.pid)
+            threads0 = thread_cpu_seconds(server.pid)
             cpu_client0 = time.process_time()
+            t_send = time.perf_counter()
             elapsed, latencies = send_all(
                 args.client, server, project["write_key"], bodies_timed, counts_timed, args.clients
             )
             cpu_client = time.process_time() - cpu_client0
+            # every /api/ read first waits for the loader to store what was acknowledged: the time
+            # until this answers is when the last acknowledged event became readable
+            newest = httpx.get(
+                f"{server.url}/api/events", params={"limit": 1},
+                headers={"Authorization": f"Bearer {project['secret_key']}"}, timeout=120,
+            )
+            readable_elapsed = time.perf_counter() - t_send
+            if newest.status_code != 200:
+                raise RuntimeError(f"/api/events answered {newest.status_code}: {newest.text[:300]}")
             cpu_server1 = process_cpu_seconds(server.pid)
+            threads1 = thread_cpu_seconds(server.pid)
             if spy is not None:
                 stop_py_spy(spy)
                 spy = None
@@ -614,12 +642,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "http": {
                 "events_per_s": http_rate,
                 "seconds": elapsed,
+                "readable_events_per_s": timed_events / readable_elapsed,
+                "readable_seconds": readable_elapsed,
                 "requests": len(latencies),
                 "p50_ms": percentile(latencies, 50) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "max_ms": max(latencies) * 1000,
                 "mean_ms": statistics.fmean(latencies) * 1000,
                 "server_cpu_s": server_cpu,
+                "server_cpu_by_thread_s": {
+                    k: round(v - threads0.get(k, 0.0), 2) for k, v in sorted(threads1.items()) if v - threads0.get(k, 0.0) > 0
+                },
                 "client_cpu_s": cpu_client,
                 "events_per_server_cpu_s": timed_events / server_cpu if server_cpu else None,
                 "stored": stored,
@@ -627,6 +660,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             **refs,
             "ratio_raw_over_http": refs["raw_append"]["rows_per_s"] / http_rate,
+            "ratio_raw_over_readable": refs["raw_append"]["rows_per_s"] * readable_elapsed / timed_events,
             "ratio_raw_in_flight_txn_over_http": refs["raw_append_in_flight_txn"]["rows_per_s"] / http_rate,
             "ratio_decode_append_over_http": refs["decode_append"]["rows_per_s"] / http_rate,
             "targets": {"http_events_per_s": TARGET_EVENTS_PER_S, "max_ratio_raw_over_http": TARGET_MAX_RATIO},
@@ -639,8 +673,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "platform": platform.platform(),
             },
         }
+        # judged on the stricter figure: acknowledged AND stored in DuckDB
+        readable_rate = timed_events / readable_elapsed
         result["targets"]["met"] = (
-            http_rate >= TARGET_EVENTS_PER_S and result["ratio_raw_over_http"] <= TARGET_MAX_RATIO
+            min(http_rate, readable_rate) >= TARGET_EVENTS_PER_S
+            and result["ratio_raw_over_readable"] <= TARGET_MAX_RATIO
         )
         return result
     finally:
@@ -663,6 +700,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"machine: {m['cpus']} cpus, python {m['python']}, duckdb {m['duckdb']}, pyarrow {m['pyarrow']}\n")
     rows = [
         ("HTTP /v1/batch (durable 200s)", f"{h['events_per_s']:,.0f}", f"{h['seconds']:.2f}"),
+        ("HTTP, until the last event is readable in DuckDB", f"{h['readable_events_per_s']:,.0f}",
+         f"{h['readable_seconds']:.2f}"),
         (f"raw append (Arrow -> INSERT, {raw['rows_per_txn']}/txn)", f"{raw['rows_per_s']:,.0f}",
          f"{raw['seconds']:.2f}"),
         (f"raw append, {fl['rows_per_txn']}/txn (= clients x batch)", f"{fl['rows_per_s']:,.0f}",
@@ -678,11 +717,13 @@ def print_table(r: dict[str, Any]) -> None:
     print()
     lines = [
         ("ratio raw / HTTP", f"{r['ratio_raw_over_http']:.2f}x"),
+        ("ratio raw / HTTP readable", f"{r['ratio_raw_over_readable']:.2f}x"),
         (f"ratio raw {fl['rows_per_txn']}/txn / HTTP", f"{r['ratio_raw_in_flight_txn_over_http']:.2f}x"),
         ("ratio decode+append / HTTP", f"{r['ratio_decode_append_over_http']:.2f}x"),
         ("request latency", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, max {h['max_ms']:.1f} ms "
                             f"({h['requests']} requests)"),
         ("CPU during the HTTP run", f"server {cpu} s, client {h['client_cpu_s']:.2f} s (wall {h['seconds']:.1f} s)"),
+        ("server CPU by thread", ", ".join(f"{k} {v:.2f} s" for k, v in h["server_cpu_by_thread_s"].items())),
     ]
     for label, value in lines:
         print(f"{label + ':':<30} {value}")
@@ -690,7 +731,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"stored (read back with duckdb, server stopped): {s['rows']} rows, {s['distinct_message_ids']} distinct "
           f"ids, {s['missing']} missing -> {'OK' if h['verified'] else 'MISMATCH'}")
     t = r["targets"]
-    print(f"target >= {t['http_events_per_s']:,} events/s and raw/HTTP <= {t['max_ratio_raw_over_http']:.0f}x: "
+    print(f"target >= {t['http_events_per_s']:,} events/s and raw/HTTP <= {t['max_ratio_raw_over_http']:.0f}x "
+          "(acknowledged and readable): "
           f"{'MET' if t['met'] else 'NOT MET'}")
 
 

@@ -1,7 +1,7 @@
 """Durability of acknowledged events, against a real ``userloop serve`` process.
 
-A 200 from the collector means "committed": after ``kill -9`` every acknowledged message id must be
-in the DuckDB file, once; the server must start again on that file; retries must not duplicate; and
+A 200 from the collector means "durable": after ``kill -9`` every acknowledged message id must be
+in the DuckDB file, once, as soon as userloop opens it again (the fsynced spool is replayed on open); the server must start again on that file; retries must not duplicate; and
 ``userloop project create --json`` must work while a server holds the file.
 """
 
@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 import userloop
+from userloop.store.duckdb import Store
 from tests.conftest import free_port
 
 KEYS = {"id", "name", "write_key", "secret_key", "timezone"}
@@ -132,7 +133,12 @@ def post(client: httpx.Client, url: str, write_key: str, payload: dict[str, Any]
 
 
 def stored_counts(db: Path, project_id: int) -> dict[str, int]:
-    """message_id -> rows, read straight from the file (no server may hold it)."""
+    """message_id -> rows, read from the file (no server may hold it) after userloop opened it.
+
+    A 200 means durable in DuckDB or in the fsynced spool next to it (``<db>.spool/``), which any
+    process that opens the file for writing loads first; opening a ``Store`` does exactly that.
+    """
+    Store(db).close()
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(

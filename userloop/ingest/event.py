@@ -27,7 +27,9 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
     received_at: datetime
-    properties: str = "{}"  # JSON text
+    # JSON text of an object, or the object's bytes as received (``msgspec.Raw``, from a typed
+    # decode: stored without decoding and re-encoding it; the spool writes it as a JSON object)
+    properties: Any = "{}"
     url: str | None = None
     path: str | None = None
     referrer: str | None = None

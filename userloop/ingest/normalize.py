@@ -7,7 +7,6 @@ fields, then :func:`build_event` applies the rules that are the same everywhere.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -84,9 +83,14 @@ def check_message_size(msg: Any) -> None:
         raise MessageError(f"message is larger than {MAX_EVENT_BYTES} bytes", "event_too_large")
 
 
-def encode_properties(props: Any) -> str:
+def encode_properties(props: Any) -> Any:
+    """Properties as JSON text; a ``msgspec.Raw`` object from a typed decode passes through unchanged."""
     if props is None:
         return "{}"
+    if type(props) is msgspec.Raw:
+        if len(props) > MAX_EVENT_BYTES:
+            raise MessageError(f"event is larger than {MAX_EVENT_BYTES} bytes", "event_too_large")
+        return props
     if not isinstance(props, dict):
         raise MessageError("properties must be a JSON object", "bad_properties")
     text = _json_encode(props).decode()
@@ -195,8 +199,7 @@ def _path_of(url: str) -> str | None:
         return None
 
 
-@dataclass
-class Context:
+class Context(msgspec.Struct, kw_only=True, gc=False):
     """Common context, named the same whatever the SDK called it."""
 
     url: str | None = None
@@ -236,7 +239,7 @@ def build_event(
     original: datetime | None,
     sent_at: datetime | None,
     received_at: datetime,
-    properties: dict[str, Any] | None,
+    properties: Any,
     ctx: Context,
     source: str,
 ) -> Event:
@@ -246,15 +249,25 @@ def build_event(
         raise MessageError("event name is longer than 200 characters", "bad_event")
     if not distinct_id:
         raise MessageError("no distinct id (userId/anonymousId/distinct_id)", "missing_distinct_id")
-    url = _s(ctx.url)
-    utm = utm_from_url(url)
-    utm_source = _s(ctx.utm_source) or utm.get("utm_source")
-    utm_medium = _s(ctx.utm_medium) or utm.get("utm_medium")
-    referrer = _s(ctx.referrer)
-    referring_domain = domain_of(referrer)
-    path = _s(ctx.path)
-    if path is None and url:
-        path = _path_of(url)
+    # text or None for every context value (one comprehension: this runs for every event)
+    (url, path, referrer, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
+     os_name, browser, device_type, app_version, lib, ip, city, region, country) = [
+        None if v is None or v == "" else v if v.__class__ is str else str(v)
+        for v in (ctx.url, ctx.path, ctx.referrer, ctx.utm_source, ctx.utm_medium, ctx.utm_campaign,
+                  ctx.utm_content, ctx.utm_term, ctx.os, ctx.browser, ctx.device_type, ctx.app_version,
+                  ctx.lib, ctx.ip, ctx.city, ctx.region, ctx.country)
+    ]
+    if url is not None:
+        if "utm_" in url:
+            utm = utm_from_url(url)
+            utm_source = utm_source or utm.get("utm_source")
+            utm_medium = utm_medium or utm.get("utm_medium")
+            utm_campaign = utm_campaign or utm.get("utm_campaign")
+            utm_content = utm_content or utm.get("utm_content")
+            utm_term = utm_term or utm.get("utm_term")
+        if path is None:
+            path = _path_of(url)
+    referring_domain = domain_of(referrer) if referrer is not None else None
     return Event(
         project_id=project_id,
         message_id=message_id,
@@ -274,18 +287,18 @@ def build_event(
         referring_domain=referring_domain,
         utm_source=utm_source,
         utm_medium=utm_medium,
-        utm_campaign=_s(ctx.utm_campaign) or utm.get("utm_campaign"),
-        utm_content=_s(ctx.utm_content) or utm.get("utm_content"),
-        utm_term=_s(ctx.utm_term) or utm.get("utm_term"),
+        utm_campaign=utm_campaign,
+        utm_content=utm_content,
+        utm_term=utm_term,
         channel=channel_for(utm_source, utm_medium, referring_domain),
-        os=_s(ctx.os),
-        browser=_s(ctx.browser),
-        device_type=_s(ctx.device_type),
-        app_version=_s(ctx.app_version),
-        lib=_s(ctx.lib),
-        ip=_s(ctx.ip),
-        city=_s(ctx.city),
-        region=_s(ctx.region),
-        country=_s(ctx.country),
+        os=os_name,
+        browser=browser,
+        device_type=device_type,
+        app_version=app_version,
+        lib=lib,
+        ip=ip,
+        city=city,
+        region=region,
+        country=country,
         source=source,
     )

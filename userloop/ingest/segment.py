@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from userloop.ingest.event import GroupOp, Merge, Payload, ProfileOp, Rejected, stamp_merges
 from userloop.ingest.normalize import (
     Context,
@@ -208,3 +210,203 @@ def write_key_of(body: Any) -> str | None:
         if isinstance(key, str):
             return key
     return None
+
+
+# -- the typed fast path ---------------------------------------------------------------------------
+# Most traffic is batches of ``track`` and ``page`` calls with well-formed context. Decoding those
+# into typed structs (properties kept as the raw JSON bytes) skips building a dict for every nested
+# object and re-encoding the properties. Anything the structs do not describe exactly (a field of an
+# unexpected JSON type, identify/alias/group calls, a missing messageId, a batch-level context, a
+# very large body) goes through :func:`parse` instead, so both paths store the same events.
+
+
+class _Named(msgspec.Struct):
+    name: Any = None
+    version: Any = None
+    type: Any = None
+
+
+class _Page(msgspec.Struct):
+    url: Any = None
+    path: Any = None
+    referrer: Any = None
+
+
+class _Campaign(msgspec.Struct):
+    source: Any = None
+    medium: Any = None
+    name: Any = None
+    content: Any = None
+    term: Any = None
+
+
+class _Location(msgspec.Struct):
+    city: Any = None
+    region: Any = None
+    country: Any = None
+
+
+class _Context(msgspec.Struct):
+    page: _Page | None = None
+    campaign: _Campaign | None = None
+    os: _Named | None = None
+    device: _Named | None = None
+    app: _Named | None = None
+    location: _Location | None = None
+    library: _Named | None = None
+    userAgent: Any = None
+    ip: Any = None
+
+
+class _Message(msgspec.Struct):
+    type: Any = None
+    messageId: Any = None
+    event: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    sentAt: Any = None
+    properties: msgspec.Raw = msgspec.Raw(b"")  # the raw JSON value; empty when absent
+    context: _Context | None = None
+    name: Any = None
+    category: Any = None
+
+
+class _Batch(msgspec.Struct):
+    batch: list[_Message]
+    sentAt: Any = None
+    context: Any = None
+    writeKey: Any = None
+    write_key: Any = None
+
+
+_decode_batch = msgspec.json.Decoder(_Batch).decode
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_EMPTY_CONTEXT = _Context()
+_EMPTY_PAGE = _Page()
+_EMPTY_NAMED = _Named()
+_EMPTY_CAMPAIGN = _Campaign()
+_EMPTY_LOCATION = _Location()
+_FAST_TYPES = ("track", "page", "screen")
+
+
+def decode_batch_fast(raw: bytes) -> _Batch | None:
+    """A ``/v1/batch`` body the fast path can take whole, else None (use the generic decoder)."""
+    try:
+        body = _decode_batch(raw)
+    except msgspec.DecodeError:  # includes ValidationError: a field not shaped as expected
+        return None
+    if body.context is not None:
+        return None
+    for m in body.batch:
+        if m.type not in _FAST_TYPES or m.messageId in (None, "") or type(m.messageId) is not str:
+            return None
+        if len(m.properties) and bytes(memoryview(m.properties)[:1]) not in (b"{", b"n"):
+            return None  # not an object (or null): the generic path names the error
+    return body
+
+
+def write_key_of_fast(body: _Batch) -> str | None:
+    key = body.writeKey or body.write_key
+    return key if isinstance(key, str) else None
+
+
+def _props_dict(m: _Message) -> dict[str, Any]:
+    if bytes(memoryview(m.properties)[:1]) != b"{":
+        return {}  # absent or null
+    return _decode_dict(m.properties)
+
+
+def parse_fast(body: _Batch, *, project_id: int, received_at: datetime) -> Payload:
+    """The same Payload :func:`parse` makes, for a body :func:`decode_batch_fast` accepted."""
+    out = Payload()
+    try:
+        batch_sent_at = parse_time(body.sentAt, "sentAt")
+    except MessageError:
+        batch_sent_at = None
+    events = out.events
+    for m in body.batch:
+        try:
+            events.append(_fast_event(m, project_id, received_at, batch_sent_at))
+            out.accepted += 1
+        except MessageError as exc:
+            out.rejected.append(Rejected(messageId=m.messageId, error=str(exc), code=exc.code))
+    return out
+
+
+def _fast_event(m: _Message, project_id: int, received_at: datetime, batch_sent_at: datetime | None) -> Any:
+    user_id = as_id(m.userId)
+    anonymous_id = as_id(m.anonymousId)
+    distinct_id = user_id or anonymous_id
+    if distinct_id is None:
+        raise MessageError("userId or anonymousId is required", "missing_distinct_id")
+    original = parse_time(m.timestamp or m.originalTimestamp, "timestamp")
+    sent_at = parse_time(m.sentAt, "sentAt") or batch_sent_at
+    kind = m.type
+    raw_props: msgspec.Raw | None = m.properties
+    props: dict[str, Any] | None = None
+    if bytes(memoryview(m.properties)[:1]) != b"{":
+        raw_props = None  # absent or JSON null
+    if kind == "track":
+        event = m.event
+        if not isinstance(event, str) or not event:
+            raise MessageError("track needs an event name", "missing_event")
+        properties: Any = raw_props
+    else:
+        event = "$pageview" if kind == "page" else "$screen"
+        props = _props_dict(m)
+        properties = dict(props)
+        if m.name:
+            properties["name"] = m.name
+        if m.category:
+            properties["category"] = m.category
+    ctx = m.context or _EMPTY_CONTEXT
+    page = ctx.page or _EMPTY_PAGE
+    url, path, referrer = page.url, page.path, page.referrer
+    if not (url and path and referrer) and raw_props is not None:  # the generic path falls back on properties
+        props = props if props is not None else _props_dict(m)
+        url = url or props.get("url")
+        path = path or props.get("path")
+        referrer = referrer or props.get("referrer")
+    campaign = ctx.campaign or _EMPTY_CAMPAIGN
+    library = ctx.library or _EMPTY_NAMED
+    location = ctx.location or _EMPTY_LOCATION
+    ua_os, ua_browser, ua_device = parse_user_agent(ctx.userAgent)
+    lib = library.name
+    if lib and library.version:
+        lib = f"{lib}/{library.version}"
+    context = Context(
+        url=url,
+        path=path,
+        referrer=referrer,
+        utm_source=campaign.source,
+        utm_medium=campaign.medium,
+        utm_campaign=campaign.name,
+        utm_content=campaign.content,
+        utm_term=campaign.term,
+        os=(ctx.os or _EMPTY_NAMED).name or ua_os,
+        browser=ua_browser,
+        device_type=(ctx.device or _EMPTY_NAMED).type or ua_device,
+        app_version=(ctx.app or _EMPTY_NAMED).version,
+        lib=lib,
+        ip=ctx.ip,
+        city=location.city,
+        region=location.region,
+        country=location.country,
+    )
+    return build_event(
+        project_id=project_id,
+        message_id=message_id_for(project_id, m.messageId, {}),
+        event=event,
+        type=kind,
+        distinct_id=distinct_id,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        original=original,
+        sent_at=sent_at,
+        received_at=received_at,
+        properties=properties,
+        ctx=context,
+        source="segment",
+    )

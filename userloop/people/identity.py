@@ -27,23 +27,35 @@ def ensure_identities(cur: duckdb.DuckDBPyConnection, ids: pa.Table) -> None:
     """Give every (project_id, distinct_id, ts) in ``ids`` a person if it has none yet."""
     cur.register("_ids", ids)
     try:
-        new = f"""
-            SELECT n.project_id, n.distinct_id, {PERSON_ID_SQL.format(p="n.project_id", d="n.distinct_id")} AS person_id,
-                   n.ts
-            FROM (SELECT project_id, distinct_id, min(ts) AS ts FROM _ids GROUP BY ALL) n
-            WHERE NOT EXISTS (SELECT 1 FROM identities i
-                              WHERE i.project_id = n.project_id AND i.distinct_id = n.distinct_id)
-        """
-        cur.execute(
-            f"INSERT INTO persons (project_id, person_id, properties, created_at, updated_at) "
-            f"SELECT project_id, person_id, '{{}}', ts, ts FROM ({new}) ON CONFLICT DO NOTHING"
-        )
-        cur.execute(
-            f"INSERT INTO identities (project_id, distinct_id, person_id) "
-            f"SELECT project_id, distinct_id, person_id FROM ({new}) ON CONFLICT DO NOTHING"
-        )
+        ensure_identities_from(cur, "_ids")
     finally:
         cur.unregister("_ids")
+
+
+def ensure_identities_from(cur: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """The same for a relation (table, view or subquery) with columns project_id, distinct_id, ts.
+
+    One anti-join against ``identities`` finds the new ids; persons and identities are inserted from
+    that one result.
+    """
+    cur.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _new_ids AS
+            SELECT n.project_id, n.distinct_id,
+                   {PERSON_ID_SQL.format(p="n.project_id", d="n.distinct_id")} AS person_id, n.ts
+            FROM (SELECT project_id, distinct_id, min(ts) AS ts FROM {relation} GROUP BY ALL) n
+            ANTI JOIN identities i ON i.project_id = n.project_id AND i.distinct_id = n.distinct_id"""
+    )
+    try:
+        cur.execute(
+            "INSERT INTO persons (project_id, person_id, properties, created_at, updated_at) "
+            "SELECT project_id, person_id, '{}', ts, ts FROM _new_ids ON CONFLICT DO NOTHING"
+        )
+        cur.execute(
+            "INSERT INTO identities (project_id, distinct_id, person_id) "
+            "SELECT project_id, distinct_id, person_id FROM _new_ids ON CONFLICT DO NOTHING"
+        )
+    finally:
+        cur.execute("DROP TABLE IF EXISTS _new_ids")
 
 
 def person_of(cur: duckdb.DuckDBPyConnection, project_id: int, distinct_id: str) -> str | None:
@@ -143,13 +155,17 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
             "created_at": pa.array([created.get(k) for k in survivors], pa.timestamp("us", tz="UTC")),
         }
     )
-    log_merges(cur, log)  # before identities move: it reads the ids each absorbed person held
     cur.register("_mmoves", moves)
     cur.register("_mupd", updates)
     try:
+        # the ids of every absorbed person, read once: for the merge log and person_overrides
         cur.execute(
-            "INSERT INTO person_overrides SELECT i.project_id, i.distinct_id, m.new "
-            "FROM identities i JOIN _mmoves m ON i.project_id = m.project_id AND i.person_id = m.old "
+            "CREATE OR REPLACE TEMP TABLE _mheld AS SELECT i.project_id, i.distinct_id, i.person_id, m.new "
+            "FROM identities i JOIN _mmoves m ON i.project_id = m.project_id AND i.person_id = m.old"
+        )
+        log_merges(cur, log, "_mheld")
+        cur.execute(
+            "INSERT INTO person_overrides SELECT project_id, distinct_id, new FROM _mheld "
             "ON CONFLICT DO UPDATE SET person_id = excluded.person_id"
         )
         cur.execute(
@@ -165,6 +181,7 @@ def apply_merges(cur: duckdb.DuckDBPyConnection, merges: Sequence[Merge]) -> Non
             "DELETE FROM persons WHERE (project_id, person_id) IN (SELECT (project_id, old) FROM _mmoves)"
         )
     finally:
+        cur.execute("DROP TABLE IF EXISTS _mheld")
         cur.unregister("_mmoves")
         cur.unregister("_mupd")
 

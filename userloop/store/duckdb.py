@@ -19,6 +19,9 @@ from userloop.errors import NotFound, UserloopError
 from userloop.store.schema import DDL, SCHEMA_VERSION
 
 
+CHECKPOINT_THRESHOLD = "256MB"
+
+
 class StoreLocked(Exception):
     """Another process (normally ``userloop serve``) holds the DuckDB file."""
 
@@ -58,11 +61,16 @@ class Store:
                 raise StoreLocked(str(exc)) from exc
             raise
         self._con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            # DuckDB checkpoints (rewrites table data and indexes into the file) when the WAL
+            # passes this size; at the 16 MB default a busy collector checkpoints every ~20k events
+            self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._local = threading.local()
         self._projects_lock = threading.Lock()
         self._projects: dict[str, Project] = {}
         if not read_only:
             self._migrate()
+            self._replay_spool()
         self.reload_projects()
 
     # -- connections ----------------------------------------------------------------------------
@@ -88,6 +96,19 @@ class Store:
 
     def close(self) -> None:
         self._con.close()
+
+    @property
+    def spool_dir(self) -> Path | None:
+        from userloop.store.spool import spool_dir_for
+
+        return spool_dir_for(self.path)
+
+    def _replay_spool(self) -> None:
+        """Store what a crashed server acknowledged from its spool (``userloop/store/spool.py``)."""
+        from userloop.store.spool import replay
+
+        if self.spool_dir is not None and self.spool_dir.is_dir():
+            replay(self, self.spool_dir)
 
     def _migrate(self) -> None:
         cur = self._con

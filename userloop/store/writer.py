@@ -1,10 +1,20 @@
-"""The one writer: a thread that drains a queue into DuckDB in batches.
+"""The one writer: requests hand it what to store and get a future that resolves once it is durable.
 
-Requests hand a :class:`Payload` (or an Arrow table of events from an import) to :meth:`Writer.submit`
-and get a future. The writer takes everything queued (up to ``max_batch`` events, waiting at most
-``max_wait_ms`` for more), stores it in one transaction and resolves the futures after COMMIT.
-DuckDB syncs its WAL on commit, so an answered request is durable. Retried message ids are stored
-once (``ON CONFLICT DO NOTHING`` on ``(project_id, message_id)``).
+Requests hand a :class:`Payload` (or an Arrow table of events from an import) to :meth:`Writer.submit`.
+The writer thread takes everything queued (up to ``max_batch`` events, waiting at most
+``max_wait_ms`` for more) and makes it durable in one step. Two modes:
+
+* **spool** (the server; ``spool_dir`` set): the batch is appended to the spool
+  (``userloop/store/spool.py``) and ``fdatasync``-ed, then the futures resolve. A second thread, the
+  loader, closes the spool segment and stores it in DuckDB in one large transaction, then the next
+  one. Reads call :meth:`Writer.sync` first (the web app does it for every ``/api/`` request), which
+  waits until everything acknowledged before the call is in DuckDB, so a client reads its own writes.
+* **direct** (the CLI on a file, tests): the batch is stored in one DuckDB transaction and the
+  futures resolve after COMMIT (DuckDB syncs its WAL on commit).
+
+Either way retried message ids are stored once (``ON CONFLICT DO NOTHING`` on
+``(project_id, message_id)``, after an in-batch ``QUALIFY`` dedup), and a batch is one transaction:
+identities first, then operations in arrival order, then events with the person resolved.
 """
 
 from __future__ import annotations
@@ -14,9 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 
+import duckdb
 import msgspec
 import pyarrow as pa
 
@@ -33,8 +46,9 @@ from userloop.ingest.event import (
     Unmerge,
 )
 from userloop.people.audit import apply_unmerge
-from userloop.people.identity import apply_merges, apply_unbind, ensure_identities
+from userloop.people.identity import apply_merges, apply_unbind, ensure_identities, ensure_identities_from
 from userloop.people.profiles import apply_profile_ops
+from userloop.store import spool as spool_mod
 from userloop.store.duckdb import Store
 from userloop.store.schema import EVENT_COLUMN_NAMES
 
@@ -54,9 +68,14 @@ assert list(EVENT_FIELDS) + ["person_id"] == EVENT_COLUMN_NAMES, "Event fields m
 _COLS = ", ".join(f'b."{c}"' for c in EVENT_FIELDS)
 
 
+_PROPERTIES = EVENT_FIELDS.index("properties")
+
+
 def events_to_arrow(events: Sequence[Event]) -> pa.Table:
     rows = [msgspec.structs.astuple(e) for e in events]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in EVENT_FIELDS]
+    if rows:
+        columns[_PROPERTIES] = tuple(p if type(p) is str else bytes(p).decode() for p in columns[_PROPERTIES])
     return pa.Table.from_arrays(
         [pa.array(col, type=f.type) for col, f in zip(columns, EVENTS_SCHEMA, strict=True)],
         schema=EVENTS_SCHEMA,
@@ -83,9 +102,100 @@ class _Job:
 
 _STOP = object()
 
+_INSERT_EVENTS = f"""INSERT INTO events
+    SELECT {_COLS}, i.person_id
+    FROM (SELECT * FROM {{rel}} QUALIFY row_number() OVER (PARTITION BY project_id, message_id) = 1) b
+    LEFT JOIN identities i ON i.project_id = b.project_id AND i.distinct_id = b.distinct_id
+    ON CONFLICT DO NOTHING"""
+_INSERT_PROPERTIES = """INSERT INTO event_properties
+    SELECT DISTINCT project_id, event, unnest(coalesce(json_keys(properties), []))
+    FROM {rel} ON CONFLICT DO NOTHING"""
+
+
+def _store_events(cur, rel: str) -> int:  # type: ignore[no-untyped-def]
+    row = cur.execute(_INSERT_EVENTS.format(rel=rel)).fetchall()
+    cur.execute(_INSERT_PROPERTIES.format(rel=rel))
+    return int(row[0][0]) if row else 0
+
+
+def load_segment(cur, seg: spool_mod.Segment) -> int:  # type: ignore[no-untyped-def]
+    """Store one spool segment in one transaction (identities, operations, events, watermark).
+
+    Most segments hold no message id seen before, so the first attempt inserts without the
+    duplicate checks (no in-batch dedup, no ``ON CONFLICT``: about a third cheaper); a primary-key
+    violation rolls it back and the segment is stored again with them.
+    """
+    try:
+        return _load_segment(cur, seg, checked=False)
+    except duckdb.ConstraintException:
+        return _load_segment(cur, seg, checked=True)
+
+
+def _load_segment(cur, seg: spool_mod.Segment, *, checked: bool) -> int:  # type: ignore[no-untyped-def]
+    ops = spool_mod.read_ops(seg)
+    events = spool_mod.events_relation(seg.events_path)
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        inserted = 0
+        parts: list[str] = []
+        if seg.events:
+            if seg.ids is not None:  # the writer kept the distinct ids: no second read of the file
+                cur.register("_seg_ids", _ids_table(seg.ids))
+                parts.append("SELECT project_id, distinct_id, ts FROM _seg_ids")
+            else:
+                parts.append(f"SELECT project_id, distinct_id, timestamp AS ts FROM {events}")
+        extra = _identity_keys(None, ops)
+        if extra is not None:
+            cur.register("_op_ids", extra)
+            parts.append("SELECT project_id, distinct_id, ts FROM _op_ids")
+        if parts:
+            ensure_identities_from(cur, "(" + " UNION ALL ".join(parts) + ")")
+        for name in ("_seg_ids", "_op_ids"):
+            try:
+                cur.unregister(name)
+            except Exception:  # not registered this time
+                pass
+        _apply_ops(cur, ops)
+        if seg.events:
+            if checked:
+                inserted = _store_events(cur, events)
+            else:
+                row = cur.execute(
+                    f"""INSERT INTO events SELECT {_COLS}, i.person_id FROM {events} b
+                        LEFT JOIN identities i ON i.project_id = b.project_id AND i.distinct_id = b.distinct_id"""
+                ).fetchall()
+                inserted = int(row[0][0]) if row else 0
+                cur.execute(_INSERT_PROPERTIES.format(rel=events))
+        cur.execute(spool_mod.set_watermark_sql(), [str(seg.number)])
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return inserted
+
+
+def _ids_table(ids: dict[tuple[int, str], datetime]) -> pa.Table:
+    keys = list(ids)
+    return pa.table(
+        {
+            "project_id": pa.array([k[0] for k in keys], pa.int32()),
+            "distinct_id": pa.array([k[1] for k in keys], pa.string()),
+            "ts": pa.array(list(ids.values()), _TS),
+        }
+    )
+
 
 class Writer:
-    def __init__(self, store: Store, *, max_batch: int = 20_000, max_wait_ms: float = 5.0):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 20_000,
+        max_wait_ms: float = 5.0,
+        spool_dir: Path | None = None,
+        load_linger_ms: float = 20.0,
+        max_backlog: int = 400_000,
+    ):
         self.store = store
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
@@ -93,10 +203,34 @@ class Writer:
         self._thread: threading.Thread | None = None
         self.healthy = True
         self.last_error: str | None = None
+        # spool mode
+        self.spool_dir = spool_dir
+        self.load_linger = load_linger_ms / 1000
+        self.max_backlog = max_backlog
+        self._spool: spool_mod.Spool | None = None
+        self._loader: threading.Thread | None = None
+        self._cv = threading.Condition()  # guards everything below
+        self._acked_seq = 0  # appended-and-synced batches
+        self._loaded_seq = 0  # batches stored in DuckDB
+        self._backlog = 0  # events acknowledged but not yet stored
+        self._tables: list[tuple[int, _Job]] = []  # imports waiting for the loader (with the seq before them)
+        self._waiters = 0
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Writer:
         if self._thread is None:
+            if self.spool_dir is not None:
+                spool_mod.replay(self.store, self.spool_dir)  # what a crashed process acknowledged
+                cur = self.store.new_cursor()
+                try:
+                    first = spool_mod.next_segment_number(cur, self.spool_dir)
+                finally:
+                    cur.close()
+                self._spool = spool_mod.Spool(self.spool_dir, first)
+                self._stopping = False
+                self._loader = threading.Thread(target=self._load_loop, name="userloop-loader", daemon=True)
+                self._loader.start()
             self._thread = threading.Thread(target=self._run, name="userloop-writer", daemon=True)
             self._thread.start()
         return self
@@ -106,9 +240,19 @@ class Writer:
             self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
+        if self._loader is not None:
+            with self._cv:
+                self._stopping = True
+                self._cv.notify_all()
+            self._loader.join()
+            self._loader = None
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
 
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        alive = self._thread is not None and self._thread.is_alive()
+        return alive and (self._loader is None or self._loader.is_alive())
 
     def __enter__(self) -> Writer:
         return self.start()
@@ -123,7 +267,7 @@ class Writer:
         return job.future
 
     def submit_table(self, table: pa.Table, ops: list[Op] | None = None) -> Future[WriteResult]:
-        """Events already in :data:`EVENTS_SCHEMA` form (file imports)."""
+        """Events already in :data:`EVENTS_SCHEMA` form (file imports); resolves after COMMIT."""
         job = _Job(payload=Payload(ops=ops or []), table=table.cast(EVENTS_SCHEMA))
         self._queue.put(job)
         return job.future
@@ -131,8 +275,28 @@ class Writer:
     def write(self, payload: Payload) -> WriteResult:
         return self.submit(payload).result()
 
+    def pending(self) -> bool:
+        """True while something acknowledged is not yet in DuckDB (spool mode)."""
+        return self._loaded_seq < self._acked_seq or bool(self._tables)
+
+    def sync(self, timeout: float | None = 30.0) -> bool:
+        """Wait until everything acknowledged before this call is stored in DuckDB (spool mode)."""
+        if self._spool is None:
+            return True
+        with self._cv:
+            target = self._acked_seq
+            if self._loaded_seq >= target:
+                return True
+            self._waiters += 1
+            self._cv.notify_all()
+            try:
+                return self._cv.wait_for(lambda: self._loaded_seq >= target or self._stopping, timeout)
+            finally:
+                self._waiters -= 1
+
     # -- the loop -------------------------------------------------------------------------------
     def _run(self) -> None:
+        _name_os_thread("ul-writer")
         cur = self.store.new_cursor()
         stopping = False
         while not stopping:
@@ -141,7 +305,9 @@ class Writer:
                 break
             jobs: list[_Job] = [first]  # type: ignore[list-item]
             size = jobs[0].size
-            deadline = time.monotonic() + self.max_wait
+            # direct mode waits a little to fill a DuckDB transaction; the spool appends what is
+            # queued at once (an fdatasync is cheap, and waiting would only add latency)
+            deadline = time.monotonic() + (self.max_wait if self._spool is None else 0.0)
             while size < self.max_batch:
                 timeout = deadline - time.monotonic()
                 try:
@@ -153,9 +319,109 @@ class Writer:
                     break
                 jobs.append(nxt)  # type: ignore[arg-type]
                 size += nxt.size  # type: ignore[attr-defined]
-            self._store_jobs(cur, jobs)
+            if self._spool is None:
+                self._store_jobs(cur, jobs)
+            else:
+                self._spool_jobs(jobs)
         cur.close()
 
+    # spool mode: append + fdatasync, acknowledge; imports go to the loader in order
+    def _spool_jobs(self, jobs: list[_Job]) -> None:
+        run: list[_Job] = []
+        for job in jobs:
+            if job.table is not None:
+                self._spool_run(run)
+                run = []
+                with self._cv:
+                    self._tables.append((self._acked_seq, job))
+                    self._cv.notify_all()
+            else:
+                run.append(job)
+        self._spool_run(run)
+
+    def _spool_run(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        assert self._spool is not None
+        events = [e for j in jobs if j.payload is not None for e in j.payload.events]
+        ops = [op for j in jobs if j.payload is not None for op in j.payload.ops]
+        try:
+            with self._cv:  # back-pressure: the loader must keep up (reads stay fresh)
+                self._cv.wait_for(lambda: self._backlog < self.max_backlog or self._stopping)
+            events_bytes = _encode_lines(events) if events else b""
+            ops_bytes = _encode_lines(ops) if ops else b""
+            with self._cv:
+                seg = self._spool.append(events_bytes, len(events), ops_bytes, len(ops))
+                ids = seg.ids
+                if ids is not None:
+                    for e in events:
+                        key = (e.project_id, e.distinct_id)
+                        seen = ids.get(key)
+                        if seen is None or e.timestamp < seen:
+                            ids[key] = e.timestamp
+                self._spool.sync()
+                self._acked_seq += 1
+                self._backlog += len(events)
+                self._cv.notify_all()
+        except Exception as exc:  # the disk refused: nothing was acknowledged
+            log.exception("spool append failed")
+            self.healthy = False
+            self.last_error = repr(exc)
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job in jobs:
+            job.future.set_result(WriteResult(stored=len(job.payload.events) if job.payload else 0, received=job.size))
+
+    def _load_loop(self) -> None:
+        _name_os_thread("ul-loader")
+        cur = self.store.new_cursor()
+        try:
+            while True:
+                with self._cv:
+                    self._cv.wait_for(lambda: self._stopping or self._tables or self._has_spooled())
+                    if not self._waiters and not self._tables and not self._stopping and self.load_linger:
+                        # let a segment grow a little: fewer, larger transactions under load
+                        self._cv.wait_for(lambda: self._waiters > 0 or self._stopping, self.load_linger)
+                    tables, self._tables = self._tables, []
+                    seq = self._acked_seq
+                    seg = self._spool.rotate(seq) if self._spool is not None else None
+                    if seg is None and not tables and self._stopping:
+                        return
+                if seg is not None:
+                    self._load_with_retry(cur, seg)
+                for _, job in tables:
+                    self._store_jobs(cur, [job])
+                with self._cv:
+                    self._loaded_seq = max(self._loaded_seq, seq)
+                    if seg is not None:
+                        self._backlog -= seg.events
+                    self._cv.notify_all()
+        finally:
+            cur.close()
+
+    def _has_spooled(self) -> bool:
+        seg = self._spool.current if self._spool is not None else None
+        return seg is not None and (seg.events > 0 or seg.ops > 0)
+
+    def _load_with_retry(self, cur, seg: spool_mod.Segment) -> None:  # type: ignore[no-untyped-def]
+        delay = 0.05
+        while True:
+            try:
+                load_segment(cur, seg)
+                spool_mod.remove_segment(seg)
+                self.healthy = True
+                return
+            except Exception as exc:  # the segment stays on disk: it is replayed on the next start
+                log.exception("loading spool segment %d failed; retrying", seg.number)
+                self.healthy = False
+                self.last_error = repr(exc)
+                if self._stopping:
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # direct mode (and imports in spool mode): one DuckDB transaction per batch
     def _store_jobs(self, cur: object, jobs: list[_Job]) -> None:
         try:
             stored = self._apply(cur, jobs)
@@ -190,20 +456,7 @@ class Writer:
             if batch is not None:
                 cur.register("_batch", batch)
                 try:
-                    row = cur.execute(
-                        f"""INSERT INTO events
-                            SELECT {_COLS}, i.person_id
-                            FROM (SELECT * FROM _batch
-                                  QUALIFY row_number() OVER (PARTITION BY project_id, message_id) = 1) b
-                            LEFT JOIN identities i ON i.project_id = b.project_id AND i.distinct_id = b.distinct_id
-                            ON CONFLICT DO NOTHING"""
-                    ).fetchall()
-                    inserted = int(row[0][0]) if row else 0
-                    cur.execute(
-                        """INSERT INTO event_properties
-                           SELECT DISTINCT project_id, event, unnest(coalesce(json_keys(properties), []))
-                           FROM _batch ON CONFLICT DO NOTHING"""
-                    )
+                    inserted = _store_events(cur, "_batch")
                 finally:
                     cur.unregister("_batch")
             cur.execute("COMMIT")
@@ -216,6 +469,19 @@ class Writer:
         if len(jobs) == 1:
             return [inserted]
         return [j.size for j in jobs]
+
+
+_encode_lines = msgspec.json.Encoder().encode_lines
+
+
+def _name_os_thread(name: str) -> None:
+    """Name the OS thread (``top -H``, ``/proc/<pid>/task/*/comm``), Linux only, best effort."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _identity_keys(batch: pa.Table | None, ops: list[Op]) -> pa.Table | None:

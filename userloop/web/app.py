@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +35,25 @@ async def health(request: Request) -> Response:
     if not writer.is_alive():
         return JSON({"status": "error", "error": "writer thread is not running"}, status_code=503)
     return JSON({"status": "ok"})
+
+
+class ReadYourWrites:
+    """Every ``/api/`` request first waits until acknowledged events are in DuckDB (spool mode).
+
+    The collector acknowledges once events are in the fsynced spool; the loader stores them a few
+    milliseconds later. Waiting here (only when something is pending) means a client that sent
+    events and then reads, or asks a question, sees them.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            writer: Writer = scope["app"].state.writer
+            if writer.pending():
+                await asyncio.to_thread(writer.sync)
+        await self.app(scope, receive, send)
 
 
 def _both(path: str) -> list[str]:
@@ -83,7 +105,12 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings(db_path=store.path)
     own_writer = writer is None
-    writer = writer or Writer(store, max_batch=settings.writer_max_batch, max_wait_ms=settings.writer_max_wait_ms)
+    writer = writer or Writer(
+        store,
+        max_batch=settings.writer_max_batch,
+        max_wait_ms=settings.writer_max_wait_ms,
+        spool_dir=store.spool_dir if settings.spool else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
@@ -108,6 +135,7 @@ def create_app(
 
     app = Starlette(
         routes=routes(),
+        middleware=[Middleware(ReadYourWrites)],
         exception_handlers={UserloopError: handle_userloop_error, Exception: handle_internal_error},
         lifespan=lifespan,
     )

@@ -61,10 +61,17 @@ async def segment_endpoint(request: Request) -> Response:
     if key is not None:
         project_for_write_key(request, key)  # 401 before reading a body we would refuse anyway
     raw = await read_body(request)
-    body = decode_json(raw)
-    project = project_for_write_key(request, key or segment.write_key_of(body))
     kind = request.path_params.get("kind")
     endpoint_type = None if kind == "batch" else kind
+    if endpoint_type is None and len(raw) <= MAX_EVENT_BYTES:
+        fast = segment.decode_batch_fast(raw)  # typed decode of plain track/page batches
+        if fast is not None:
+            project = project_for_write_key(request, key or segment.write_key_of_fast(fast))
+            return await store_payload(
+                request, segment.parse_fast(fast, project_id=project.id, received_at=received_at)
+            )
+    body = decode_json(raw)
+    project = project_for_write_key(request, key or segment.write_key_of(body))
     try:
         payload = segment.parse(
             body,
