@@ -61,7 +61,7 @@ def _check_names(ctx: Ctx, tag: TagDef) -> None:
 def describe(store: Store, project: Project, name: str) -> dict[str, Any]:
     tag, row = load(store, project, name)
     persons = store.query("SELECT count(*) AS n FROM tag_values WHERE project_id = ? AND tag = ?", [project.id, name])
-    return {**to_dict(tag), **{k: row[k] for k in _COLUMNS}, "persons": persons[0]["n"]}
+    return {"description": "", **to_dict(tag), **{k: row[k] for k in _COLUMNS}, "persons": persons[0]["n"]}
 
 
 def _save_row(tag: TagDef, now: datetime) -> tuple[str, list[Any]]:
