@@ -343,8 +343,9 @@ def parse(messages: Any, *, project_id: int, received_at: datetime, check_sizes:
             parse_message(
                 msg, project_id=project_id, received_at=received_at, out=out, check_size=check_sizes
             )
-            mid = out.events[-1].message_id if len(out.events) > n_events else _message_id(msg, project_id, None)
-            stamp_merges(out.ops[n_ops:], mid)
+            # the merge log names the stored event; a profile message stores none: its own id then
+            source = out.events[-1].message_id if len(out.events) > n_events else _message_id(msg, project_id, None)
+            stamp_merges(out.ops[n_ops:], source)
             out.accepted += 1
         except MessageError as exc:
             del out.ops[n_ops:], out.events[n_events:]

@@ -60,9 +60,9 @@ class MergeStep(NamedTuple):
 
 
 # -- writer side: logging ---------------------------------------------------------------------------
-def log_merges(cur: duckdb.DuckDBPyConnection, steps: list[MergeStep]) -> None:
-    """One row per step, numbered per project in order; the ids each absorbed person held are read
-    from ``identities`` in the same statement (call before identities move)."""
+def log_merges(cur: duckdb.DuckDBPyConnection, steps: list[MergeStep], held_ids: str) -> None:
+    """One row per step, numbered per project in order. ``held_ids`` names a relation with the
+    ``project_id, distinct_id, person_id`` of every absorbed person before the batch (the moved ids)."""
     if not steps:
         return
     table = pa.table(
@@ -97,7 +97,7 @@ def log_merges(cur: duckdb.DuckDBPyConnection, steps: list[MergeStep]) -> None:
                 LEFT JOIN {_NEXT_IDS} n ON n.project_id = s.project_id
                 LEFT JOIN (SELECT m.step, list(i.distinct_id ORDER BY i.distinct_id) AS ids
                            FROM (SELECT step, project_id, unnest(held) AS person_id FROM _mlog) m
-                           JOIN identities i ON i.project_id = m.project_id AND i.person_id = m.person_id
+                           JOIN {held_ids} i ON i.project_id = m.project_id AND i.person_id = m.person_id
                            GROUP BY m.step) h ON h.step = s.step"""
         )
     finally:
@@ -179,8 +179,11 @@ def plan_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> Plan:
              "moved": m["moved_distinct_ids"] or []},
         )[0]["ids"] or []
         if not split:
-            raise Refused("merge_not_in_person", f"none of the ids merge {op.merge_id} moved are in this person "
-                          "apart from the survivor's side", "merge")
+            if {m["other_id"], *(m["moved_distinct_ids"] or [])} & set(nodes):
+                raise Refused("still_linked", f"the ids merge {op.merge_id} moved are still linked to its survivor "
+                              "by other merges; undo those too, or split by distinct_ids", "merge")
+            raise Refused("merge_not_in_person", f"none of the ids merge {op.merge_id} moved are in this person",
+                          "merge")
         if len(split) == len(nodes):
             raise Refused("nothing_to_split", f"merge {op.merge_id}'s surviving id is no longer in this person; "
                           "split by distinct_ids instead", "merge")
@@ -239,13 +242,16 @@ def apply_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> None:
                        CASE WHEN list_contains($absorbed_side, merge_id) THEN absorbed_person_id
                             ELSE surviving_person_id END AS leave_person
                 FROM merge_log WHERE project_id = $pid AND list_contains($cut, merge_id)),
-        inner_merges AS (SELECT merge_id, absorbed_properties AS leave_props, absorbed_created_at AS leave_created
+        inner_merges AS (SELECT merge_id, absorbed_properties AS leave_props, surviving_properties AS stay_props,
+                                absorbed_created_at AS leave_created
                          FROM merge_log
                          WHERE project_id = $pid AND action = 'merge' AND undone_by IS NULL
                            AND list_contains($split, distinct_id) AND list_contains($split, other_id)
                            AND merge_id > (SELECT coalesce(min(merge_id), 0) FROM cut)),
         ranked AS (SELECT 0 AS tier, -merge_id AS rank, leave_props, leave_created FROM cut
-                   UNION ALL SELECT 1, merge_id, leave_props, leave_created FROM inner_merges)"""
+                   UNION ALL SELECT 1, merge_id, leave_props, leave_created FROM inner_merges),
+        leaving AS (SELECT merge_id, leave_props, stay_props FROM cut
+                    UNION ALL SELECT merge_id, leave_props, stay_props FROM inner_merges)"""
     restored = _rows(
         cur,
         f"""WITH {snaps},
@@ -261,8 +267,8 @@ def apply_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> None:
               kv AS (SELECT j.key, j.value, row_number() OVER (PARTITION BY j.key ORDER BY r.tier, r.rank) AS n
                      FROM ranked r, json_each(coalesce(r.leave_props, '{{}}')) j
                      WHERE NOT EXISTS (SELECT 1 FROM foreign_kv f WHERE f.key = j.key AND f.value = j.value)),
-              leave_keys AS (SELECT c.merge_id, j.key, j.value FROM cut c, json_each(coalesce(c.leave_props, '{{}}')) j),
-              stay_keys AS (SELECT c.merge_id, j.key FROM cut c, json_each(coalesce(c.stay_props, '{{}}')) j),
+              leave_keys AS (SELECT c.merge_id, j.key, j.value FROM leaving c, json_each(coalesce(c.leave_props, '{{}}')) j),
+              stay_keys AS (SELECT c.merge_id, j.key FROM leaving c, json_each(coalesce(c.stay_props, '{{}}')) j),
               dropped AS (SELECT l.key, l.value FROM leave_keys l
                           WHERE NOT EXISTS (SELECT 1 FROM stay_keys s WHERE s.merge_id = l.merge_id AND s.key = l.key)),
               current AS (SELECT j.key, j.value FROM persons p, json_each(p.properties) j

@@ -37,6 +37,7 @@ _CONTRACTS: dict[str, tuple[str, ...]] = {
     "segment_members": ("project_id", "segment", "person_id"),
     "layer_members": ("project_id", "model", "person_id", "layer", "scores", "computed_at"),
     "layer_models": ("project_id", "name", "kind"),
+    "tags": ("project_id", "name", "kind", "category"),  # optional extras: the tag's kind and catalogue place
 }
 
 
@@ -145,10 +146,12 @@ def _timeline(store: Store, pid: int, ids: list[str], n: int) -> list[dict[str, 
     return [{**{k: _iso(v) for k, v in r.items()}, "properties": _json(r["properties"]) or {}} for r in rows]
 
 
-def _tags(store: Store, pid: int, person: str) -> list[dict[str, Any]]:
+def _tags(store: Store, pid: int, person: str, with_defs: bool) -> list[dict[str, Any]]:
+    defs = "t.kind, t.category" if with_defs else "NULL AS kind, NULL AS category"
+    join = "LEFT JOIN tags t ON t.project_id = v.project_id AND t.name = v.tag" if with_defs else ""
     rows = store.query(
-        "SELECT tag, value, num_value, updated_at FROM tag_values "
-        "WHERE project_id = $pid AND person_id = $person ORDER BY tag",
+        f"""SELECT v.tag, v.value, v.num_value, v.updated_at, {defs} FROM tag_values v {join}
+            WHERE v.project_id = $pid AND v.person_id = $person ORDER BY v.tag""",
         {"pid": pid, "person": person},
     )
     return [{k: _iso(v) for k, v in r.items()} for r in rows]
@@ -219,7 +222,7 @@ def portrait(store: Store, project_id: int, ident: str, timeline: int = DEFAULT_
             "revenue": t["revenue"] or 0.0,
             "coupons_used": t["coupons_used"],
         },
-        "tags": _tags(store, project_id, person_id) if "tag_values" in tables else [],
+        "tags": _tags(store, project_id, person_id, "tags" in tables) if "tag_values" in tables else [],
         "segments": _segments(store, project_id, person_id) if "segment_members" in tables else [],
         "layers": layers,
         "rfm": _rfm(layers),
