@@ -77,7 +77,7 @@ def events(w: World, event: str = "buy", start: datetime = START, end: datetime 
 
 
 def num(x: float) -> str:
-    return "%.15g" % x
+    return f"{x:.15g}"
 
 
 def as_values(s: pd.Series, text=num) -> dict[str, tuple[str, float | None]]:  # type: ignore[no-untyped-def]

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.analytics.conftest import World
@@ -64,7 +63,7 @@ def test_sql_tag_matches_pandas_after_a_merge(two: Two) -> None:
     df = two.mine.frame()
     df = df[df.event == "buy"]
     exp = df.assign(amount=df.properties.map(lambda p: p["amount"])).groupby("person_id").amount.sum()
-    assert values(two.mine, "spend") == {p: ("%.15g" % v, float("%.15g" % v)) for p, v in exp.items()}
+    assert values(two.mine, "spend") == {p: (f"{v:.15g}", float(f"{v:.15g}")) for p, v in exp.items()}
     ids = two.mine.persons()
     assert values(two.mine, "spend") == {ids["a"]: ("13.5", 13.5), ids["b"]: ("0.3", 0.3)}  # 0.1 + 0.2, no noise
 
