@@ -19,6 +19,7 @@ class Settings:
     db_path: Path = DEFAULT_DB
     writer_max_batch: int = 20_000  # events per DuckDB transaction
     writer_max_wait_ms: float = 5.0  # how long the writer waits to fill a batch
+    gil_switch_interval_s: float = 0.0005  # see ``userloop serve``
     spool: bool = True  # acknowledge after the fsynced spool, load into DuckDB in large transactions
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
