@@ -106,8 +106,16 @@ def _value(math: str, row: dict[str, Any] | None) -> float | int:
     return float(row["hi"]) if row["hi"] is not None else 0
 
 
-def _series_results(ctx: Ctx, q: TrendsQuery, s: Series, date_from: date, date_to: date, tag: str) -> list[dict[str, Any]]:
-    rows = ctx.fetch(trends_sql(ctx, q, s, date_from, date_to))
+def _series_results(
+    ctx: Ctx, q: TrendsQuery, s: Series, date_from: date, date_to: date, tag: str,
+    scans: dict[Any, list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    # every math is computed by the same query (count, distinct persons, sum, count, min, max of
+    # the property), so series that differ only in math share one scan of the events
+    key = (s.event, s.property, msgspec.json.encode(s.filters), date_from, date_to)
+    rows = scans.get(key)
+    if rows is None:
+        rows = scans[key] = ctx.fetch(trends_sql(ctx, q, s, date_from, date_to))
     starts = buckets(date_from, date_to, q.interval)
     by_bd: dict[Any, dict[Any, dict[str, Any]]] = {}
     totals: dict[Any, dict[str, Any]] = {}
@@ -150,14 +158,15 @@ def run_trends(ctx: Ctx, q: TrendsQuery) -> dict[str, Any]:
         wanted.append((bd.property, bd.type, "breakdown"))
     check_properties(ctx, wanted)
     results = []
+    scans: dict[Any, list[dict[str, Any]]] = {}
     for s in q.series:
-        results += _series_results(ctx, q, s, q.date_from, q.date_to, "current")
+        results += _series_results(ctx, q, s, q.date_from, q.date_to, "current", scans)
     if q.compare:
         days = (q.date_to - q.date_from).days + 1
         prev_to = q.date_from - timedelta(days=1)
         prev_from = prev_to - timedelta(days=days - 1)
         for s in q.series:
-            results += _series_results(ctx, q, s, prev_from, prev_to, "previous")
+            results += _series_results(ctx, q, s, prev_from, prev_to, "previous", scans)
     return {"interval": q.interval, "results": results}
 
 
