@@ -96,44 +96,57 @@ class Compiler:
 
     # -- entry -------------------------------------------------------------------------------------
     def compile(self, rule: Rule) -> Compiled:
-        pid = self.ctx.p(self.ctx.project.id)
-        universe = f"SELECT person_id, properties AS person_properties FROM persons WHERE project_id = {pid}"
-        if self.strategy == "sets":
-            body = self._set(rule)
-            ctes = [f"u AS ({universe})"]
-            if self.columns:
-                ctes.append(f"a AS MATERIALIZED ({self._scan()})")
-            sql = (
-                f"WITH {', '.join(ctes)} SELECT person_id FROM ({body}) s "
-                f"WHERE person_id IN (SELECT person_id FROM u)"
-            )
-        else:
-            leaf = self._bool(rule)
-            if not self.columns:
-                sql = f"SELECT p.person_id FROM ({universe}) p WHERE {leaf.pred}"
-            else:
-                join = "JOIN" if leaf.needs_events else "LEFT JOIN"
-                sql = (
-                    f"SELECT p.person_id FROM ({universe}) p {join} ({self._scan()}) a "
-                    f"ON a.person_id = p.person_id WHERE {leaf.pred}"
-                )
+        d, pid = self.ctx.dialect, self.ctx.p(self.ctx.project.id)
+        persons = (
+            f"SELECT person_id, {d.hash64('person_id')} AS h, properties AS person_properties "
+            f"FROM persons WHERE project_id = {pid}"
+        )
+        sql = self._sets(rule, persons) if self.strategy == "sets" else self._columns(rule, persons)
         return Compiled(sql=sql, params=dict(self.ctx.params), tables=self.tables)
+
+    def _columns(self, rule: Rule, persons: str) -> str:
+        """The persons filtered by the root's conjuncts that need no events, joined to the events
+        aggregates (when the rule has event conditions) and filtered by the rest. With such
+        conjuncts the events are joined to those persons before they are aggregated: fewer groups."""
+        parts = [self._bool(c) for c in (rule.and_ if isinstance(rule, And) else [rule])]
+        first = [p.pred for p in parts if not p.uses_events]
+        rest = [p.pred for p in parts if p.uses_events]
+        p = f"SELECT * FROM ({persons}) p" + (f" WHERE {' AND '.join(first)}" if first else "")
+        if not rest:
+            return f"SELECT p.person_id FROM ({p}) p"
+        join = "JOIN" if any(x.needs_events for x in parts) else "LEFT JOIN"
+        hash_e = self.ctx.dialect.hash64("e.person_id")
+        if first:
+            a = f"SELECT p.h, {self._aggregates()} FROM ({self._events()}) e JOIN p ON p.h = {hash_e} GROUP BY p.h"
+            return f"WITH p AS ({p}) SELECT p.person_id FROM p {join} ({a}) a ON a.h = p.h WHERE {' AND '.join(rest)}"
+        a = f"SELECT {hash_e} AS h, {self._aggregates()} FROM ({self._events()}) e GROUP BY 1"
+        return f"SELECT p.person_id FROM ({p}) p {join} ({a}) a ON a.h = p.h WHERE {' AND '.join(rest)}"
+
+    def _sets(self, rule: Rule, persons: str) -> str:
+        body = self._set(rule)
+        ctes = [f"u AS ({persons})"]
+        if self.columns:
+            hash_e = self.ctx.dialect.hash64("e.person_id")
+            a = f"SELECT {hash_e} AS h, {self._aggregates()} FROM ({self._events()}) e GROUP BY 1"
+            ctes.append(f"a AS MATERIALIZED ({a})")
+        return f"WITH {', '.join(ctes)} SELECT person_id FROM ({body}) s WHERE person_id IN (SELECT person_id FROM u)"
 
     # -- the tree as one boolean expression (columns) ----------------------------------------------
     def _bool(self, node: Rule) -> _Leaf:
         if isinstance(node, And | Or):
             parts = [self._bool(c) for c in (node.and_ if isinstance(node, And) else node.or_)]
             op = " AND " if isinstance(node, And) else " OR "
-            needs = (
-                any(p.needs_events for p in parts)
-                if isinstance(node, And)
-                else all(p.needs_events for p in parts)
+            needs = any if isinstance(node, And) else all
+            return _Leaf(
+                "(" + op.join(p.pred for p in parts) + ")",
+                needs(p.needs_events for p in parts),
+                any(p.uses_events for p in parts),
             )
-            return _Leaf("(" + op.join(p.pred for p in parts) + ")", needs)
         if isinstance(node, Not):
-            return _Leaf(f"(NOT {self._bool(node.not_).pred})", False)
+            inner = self._bool(node.not_)
+            return _Leaf(f"(NOT {inner.pred})", False, inner.uses_events)
         if isinstance(node, InSegment):
-            return self._segment(node, self._bool)
+            return self._segment(node, self._bool)  # type: ignore[no-any-return]
         return self._leaf(node)
 
     # -- the tree as set algebra (sets) ------------------------------------------------------------
@@ -145,14 +158,14 @@ class Compiler:
         if isinstance(node, Not):
             return f"(SELECT person_id FROM u) EXCEPT (SELECT person_id FROM ({self._set(node.not_)}) n)"
         if isinstance(node, InSegment):
-            return self._segment(node, self._set)
+            return self._segment(node, self._set)  # type: ignore[no-any-return]
         leaf = self._leaf(node)
         if leaf.subset is not None:
             return leaf.subset
         if leaf.needs_events:
-            return f"SELECT a.person_id FROM a WHERE {leaf.pred}"
+            return f"SELECT p.person_id FROM u p JOIN a ON a.h = p.h WHERE {leaf.pred}"
         if leaf.uses_events:
-            return f"SELECT p.person_id FROM u p LEFT JOIN a ON a.person_id = p.person_id WHERE {leaf.pred}"
+            return f"SELECT p.person_id FROM u p LEFT JOIN a ON a.h = p.h WHERE {leaf.pred}"
         return f"SELECT p.person_id FROM u p WHERE {leaf.pred}"
 
     # -- leaves ------------------------------------------------------------------------------------
@@ -193,18 +206,17 @@ class Compiler:
             return _Leaf(f"p.person_id IN ({sub})", False, subset=sub)
         if isinstance(node, FunnelDrop):
             name = self._funnel(node)
-            sub = f"SELECT person_id FROM u WHERE {c.dialect.hash64('person_id')} IN (SELECT h FROM {name})"
-            return _Leaf(f"{c.dialect.hash64('p.person_id')} IN (SELECT h FROM {name})", False, subset=sub)
+            sub = f"SELECT person_id FROM u WHERE h IN (SELECT h FROM {name})"
+            return _Leaf(f"p.h IN (SELECT h FROM {name})", False, subset=sub)
         if isinstance(node, DidEvent):
-            col = self._column(node, "count(*)")
+            col = self._column(node)
             pred = f"coalesce({col}, 0) {node.operator} {c.p(node.times)}"
             return _Leaf(pred, not _holds(node.operator, 0, node.times), True)
         if isinstance(node, NoEvent):
-            col = self._column(node, "count(*)")
+            col = self._column(node)
             return _Leaf(f"coalesce({col}, 0) = 0", False, True)
         if isinstance(node, Aggregate):
-            value = c.dialect.number(prop(c, node.property, "event"))
-            col = self._column(node, f"{node.function}({value})")
+            col = self._column(node)
             if node.function == "sum":  # the sum of no events is 0
                 pred = f"coalesce({col}, 0) {node.operator} {c.p(node.value)}"
                 return _Leaf(pred, not _holds(node.operator, 0, node.value), True)
@@ -249,11 +261,13 @@ class Compiler:
             return self.ctx.range(node.date_from, node.date_to)
         return None
 
-    def _column(self, node: DidEvent | NoEvent | Aggregate, aggregate: str) -> str:
+    def _column(self, node: DidEvent | NoEvent | Aggregate) -> str:
+        """The aggregate column of an event condition (one per distinct event, filters, window and
+        function). The filters are evaluated only on the rows of the event inside the window (a
+        ``CASE``: DuckDB computes a ``FILTER`` clause's expression for every row)."""
         window = self._window(node)
-        key = msgspec.json.encode(
-            [node.event, node.filters, window, aggregate if isinstance(node, Aggregate) else "count"]
-        )
+        what = [node.function, node.property] if isinstance(node, Aggregate) else ["count"]
+        key = msgspec.json.encode([node.event, node.filters, window, what])
         if key not in self.columns:
             c = self.ctx
             self.events.add(node.event)
@@ -264,17 +278,27 @@ class Compiler:
                 lo, hi = window
                 self.span = window if self.span is None else (min(self.span[0], lo), max(self.span[1], hi))
                 cond += [f"e.timestamp >= {c.p(lo)}", f"e.timestamp < {c.p(hi)}"]
+            match = " AND ".join(cond)
             if node.filters:
-                cond.append(filters_sql(c, node.filters))
+                match = (
+                    f"CASE WHEN {match} THEN coalesce({filters_sql(c, node.filters)}, false) ELSE false END"
+                )
             alias = f"c{len(self.columns)}"
-            self.columns[key] = (alias, f"{aggregate} FILTER (WHERE {' AND '.join(cond)}) AS {alias}")
+            if isinstance(node, Aggregate):
+                value = c.dialect.number(prop(c, node.property, "event"))
+                agg = f"{node.function}(CASE WHEN {match} THEN {value} END)"
+            else:
+                agg = f"count(*) FILTER (WHERE {match})"
+            self.columns[key] = (alias, f"{agg} AS {alias}")
         return "a." + self.columns[key][0]
 
-    def _scan(self) -> str:
+    def _aggregates(self) -> str:
+        return ", ".join(sql for _, sql in self.columns.values())
+
+    def _events(self) -> str:
+        """The events the rule's conditions read (by name, inside the union of their windows)."""
         lo, hi = ALL_TIME if self.all_time or self.span is None else self.span
-        base = events_sql(self.ctx, lo, hi, events=sorted(self.events))
-        aggs = ", ".join(sql for _, sql in self.columns.values())
-        return f"SELECT e.person_id, {aggs} FROM ({base}) e GROUP BY e.person_id"
+        return events_sql(self.ctx, lo, hi, events=sorted(self.events))
 
     # -- funnels -----------------------------------------------------------------------------------
     def _funnel(self, node: FunnelDrop) -> str:
