@@ -46,7 +46,7 @@ ROWS: list[tuple[str, str, str, datetime, dict[str, Any], dict[str, Any]]] = [
     ("m09", "user", "use_coupon", T0 + 302 * M, {}, {"channel": "direct"}),
     ("m10", "user", "submit_order", T0 + 1440 * M, {"amount": 50}, {"channel": "direct"}),
     ("m11", "user", "$pageview", T0 + 1440 * M, {}, {"channel": "direct"}),  # same time: id breaks the tie
-    ("x01", "other", "purchase", T0 + 2 * M, {"revenue": 1000}, {"channel": "wechat"}),
+    ("x01", "other", "purchase", T0 + 2 * M, {"revenue": 1000, "amount": 1000}, {"channel": "wechat"}),
     ("x02", "other", "use_coupon", T0 + 3 * M, {}, {"channel": "wechat"}),
 ]
 MINE = [r for r in ROWS if r[1] != "other"]
@@ -164,9 +164,9 @@ def test_portrait_sections_exact(world: tuple[Store, Writer, Project]) -> None:
         "event": "$pageview", "timestamp": T0.isoformat(),
     }
     # by hand: visits start at m00, m01 (60 min gap), m04 (exactly 30), m07, m10 -> 5; purchases m05,
-    # m07, m08; revenue 99.5 + "12.5"; coupons m06, m09
-    assert got["totals"] == {"visits": 5, "purchases": 3, "revenue": 112.0, "coupons_used": 2}
-    assert got["totals"] == expected_totals({"purchase"}, "revenue", {"use_coupon"})
+    # m07, m08; amount 120 + 12.5 (m08 has none); coupons m06, m09
+    assert got["totals"] == {"visits": 5, "purchases": 3, "revenue": 132.5, "coupons_used": 2}
+    assert got["totals"] == expected_totals({"purchase"}, "amount", {"use_coupon"})
     assert [(t["tag"], t["value"], t["num_value"]) for t in got["tags"]] == [
         ("city", "Beijing", None), ("purchases_90d", "3", 3.0)]
     assert got["tags"][0]["updated_at"] == (T0 + 2000 * M).isoformat()
@@ -199,14 +199,14 @@ def test_settings_change_what_counts(world: tuple[Store, Writer, Project]) -> No
     store, writer, project = world
     ctx = ActionContext(store, writer, project)
     assert run_action("persons.settings", ctx, {}) == {
-        "purchase_events": ["purchase"], "revenue_property": "revenue", "coupon_events": ["use_coupon"],
+        "purchase_events": ["purchase"], "revenue_property": "amount", "coupon_events": ["use_coupon"],
         "visit_gap_minutes": 30.0}
-    run_action("persons.settings", ctx, {"purchase_events": ["submit_order", "purchase"], "revenue_property": "amount",
+    run_action("persons.settings", ctx, {"purchase_events": ["submit_order", "purchase"], "revenue_property": "revenue",
                                          "coupon_events": ["use_coupon", "receive_coupon"]})
     totals = get(store, writer, project, id="user")["totals"]
-    # m05 120 + m07 12.5 + m10 50 over four orders; coupons m00, m06, m09
-    assert totals == {"visits": 5, "purchases": 4, "revenue": 182.5, "coupons_used": 3}
-    assert totals == expected_totals({"submit_order", "purchase"}, "amount", {"use_coupon", "receive_coupon"})
+    # m05 99.5 + m07 "12.5" (text) over four orders (m08, m10 have no revenue); coupons m00, m06, m09
+    assert totals == {"visits": 5, "purchases": 4, "revenue": 112.0, "coupons_used": 3}
+    assert totals == expected_totals({"submit_order", "purchase"}, "revenue", {"use_coupon", "receive_coupon"})
     run_action("persons.settings", ctx, {"visit_gap_minutes": 29})  # the 29-minute gap now splits too
     assert get(store, writer, project, id="user")["totals"]["visits"] == 6 == expected_totals(
         set(), "amount", set(), 29)["visits"]
@@ -273,10 +273,10 @@ def test_http_and_cli(world: tuple[Store, Writer, Project]) -> None:
                 "code": code, "message": "timeline must be an integer between 0 and 1000", "field": "timeline"}
         missing = httpx.get(f"{url}/api/persons/nobody", headers=auth)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "person_not_found"
-        settings = httpx.put(f"{url}/api/settings/portraits", json={"revenue_property": "amount"}, headers=auth)
-        assert settings.status_code == 200 and settings.json()["revenue_property"] == "amount"
-        assert httpx.get(f"{url}/api/settings/portraits", headers=auth).json()["revenue_property"] == "amount"
-        assert httpx.get(f"{url}/api/persons/user", headers=auth).json()["totals"]["revenue"] == 132.5
+        settings = httpx.put(f"{url}/api/settings/portraits", json={"revenue_property": "revenue"}, headers=auth)
+        assert settings.status_code == 200 and settings.json()["revenue_property"] == "revenue"
+        assert httpx.get(f"{url}/api/settings/portraits", headers=auth).json()["revenue_property"] == "revenue"
+        assert httpx.get(f"{url}/api/persons/user", headers=auth).json()["totals"]["revenue"] == 112.0
     writer.stop()
     store.close()
     from userloop.cli import app
@@ -286,4 +286,4 @@ def test_http_and_cli(world: tuple[Store, Writer, Project]) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["timeline"] == expected["timeline"] and out["totals"] == {
-        "visits": 5, "purchases": 3, "revenue": 132.5, "coupons_used": 2}
+        "visits": 5, "purchases": 3, "revenue": 112.0, "coupons_used": 2}

@@ -328,22 +328,23 @@ def apply_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> None:
 # -- read side --------------------------------------------------------------------------------------
 def resolve_person(store: Store, project_id: int, ident: str) -> tuple[str, list[str]]:
     """A distinct id or a person id -> (person id, its distinct ids); a distinct id wins a tie."""
-    rows = store.query(
-        """WITH hit AS (SELECT person_id, 0 AS pref FROM identities WHERE project_id = $pid AND distinct_id = $id
-                        UNION ALL
-                        SELECT person_id, 1 FROM persons WHERE project_id = $pid AND person_id = $id),
-                best AS (SELECT h.person_id FROM hit h JOIN persons p
-                           ON p.project_id = $pid AND p.person_id = h.person_id
-                         QUALIFY row_number() OVER (ORDER BY h.pref) = 1)
-           SELECT b.person_id,
-                  (SELECT list(distinct_id ORDER BY distinct_id) FROM identities
-                   WHERE project_id = $pid AND person_id = b.person_id) AS ids
-           FROM best b""",
+    found = store.query(
+        """SELECT h.person_id FROM (
+             SELECT person_id, 0 AS pref FROM identities WHERE project_id = $pid AND distinct_id = $id
+             UNION ALL SELECT person_id, 1 FROM persons WHERE project_id = $pid AND person_id = $id) h
+           WHERE EXISTS (SELECT 1 FROM persons p WHERE p.project_id = $pid AND p.person_id = h.person_id)
+           ORDER BY h.pref""",
         {"pid": project_id, "id": ident},
     )
-    if not rows:
+    if not found:
         raise NotFound("person_not_found", f"no person with distinct id or person id {ident!r}", "id")
-    return rows[0]["person_id"], rows[0]["ids"] or []
+    person = str(found[0]["person_id"])
+    ids = store.query(
+        "SELECT coalesce(list(distinct_id ORDER BY distinct_id), []) AS ids FROM identities "
+        "WHERE project_id = $pid AND person_id = $person",
+        {"pid": project_id, "person": person},
+    )[0]["ids"]
+    return person, list(ids)
 
 
 def _iso(value: Any) -> Any:

@@ -8,7 +8,7 @@ the latest events and the size of their merge history. Each section is one SQL s
 
 Which events are purchases and coupon uses, and which property holds the amount, are per-project
 :class:`PortraitSettings` (``persons.settings``); the defaults match the demo data
-(``purchase`` with ``revenue``, ``use_coupon``).
+(``purchase`` with its ``amount``, ``use_coupon``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class PortraitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """What a project's portraits count as purchases, revenue and coupon uses, and visit splits."""
 
     purchase_events: list[str] = msgspec.field(default_factory=lambda: ["purchase"])
-    revenue_property: str = "revenue"
+    revenue_property: str = "amount"  # like the layers' RFM monetary (demo: purchase.amount)
     coupon_events: list[str] = msgspec.field(default_factory=lambda: ["use_coupon"])
     visit_gap_minutes: float = 30.0
 
@@ -110,14 +110,20 @@ def available_tables(store: Store) -> set[str]:
     return {r["table_name"] for r in rows if set(_CONTRACTS[r["table_name"]]) <= set(r["columns"])}
 
 
-def _totals(store: Store, pid: int, ids: list[str], s: PortraitSettings) -> dict[str, Any]:
-    """One pass over the person's events: counts, first/last seen, visits, purchases, first touch."""
+_TIMELINE_FIELDS = ("message_id", "event", "timestamp", "distinct_id", "properties", "url", "path", "channel")
+
+
+def _events(store: Store, pid: int, ids: list[str], s: PortraitSettings, n: int) -> dict[str, Any]:
+    """One scan of the person's events (no index on distinct_id: the scan is the cost) for counts,
+    first/last seen, visits, purchases, revenue, coupons, the first touch and the latest ``n`` events."""
     source = ", ".join(f"'{f}': {f}" for f in _SOURCE_FIELDS)
-    row = store.query(
-        f"""WITH ev AS (
-              SELECT timestamp, message_id, event, properties, {", ".join(_SOURCE_FIELDS)},
-                     epoch_us(timestamp) - lag(epoch_us(timestamp)) OVER (ORDER BY timestamp, message_id) AS gap
-              FROM events WHERE project_id = $pid AND distinct_id IN (SELECT unnest($ids)))
+    latest = ", ".join(f"'{f}': {f}" for f in _TIMELINE_FIELDS)
+    return store.query(
+        f"""WITH ev AS MATERIALIZED (
+              SELECT {", ".join(dict.fromkeys(_SOURCE_FIELDS + _TIMELINE_FIELDS))}
+              FROM events WHERE project_id = $pid AND distinct_id IN (SELECT unnest($ids))),
+            g AS (SELECT *, epoch_us(timestamp) - lag(epoch_us(timestamp)) OVER (ORDER BY timestamp, message_id)
+                              AS gap FROM ev)
             SELECT count(*) AS event_count, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
                    count(*) FILTER (WHERE gap IS NULL OR gap >= $gap) AS visits,
                    count(*) FILTER (WHERE list_contains($purchase, event)) AS purchases,
@@ -125,25 +131,14 @@ def _totals(store: Store, pid: int, ids: list[str], s: PortraitSettings) -> dict
                      FILTER (WHERE list_contains($purchase, event)) AS revenue,
                    count(*) FILTER (WHERE list_contains($coupon, event)) AS coupons_used,
                    first({{{source}, 'event': event, 'timestamp': timestamp}} ORDER BY timestamp, message_id)
-                     FILTER (WHERE channel IS NOT NULL OR utm_source IS NOT NULL) AS source
-            FROM ev""",
+                     FILTER (WHERE channel IS NOT NULL OR utm_source IS NOT NULL) AS source,
+                   (SELECT list({{{latest}}} ORDER BY timestamp DESC, message_id DESC)
+                    FROM (SELECT * FROM ev QUALIFY row_number() OVER (ORDER BY timestamp DESC, message_id DESC) <= $n))
+                     AS timeline
+            FROM g""",
         {"pid": pid, "ids": ids, "gap": round(s.visit_gap_minutes * 60_000_000), "purchase": s.purchase_events,
-         "revenue": json_path(s.revenue_property), "coupon": s.coupon_events},
+         "revenue": json_path(s.revenue_property), "coupon": s.coupon_events, "n": n},
     )[0]
-    return row
-
-
-def _timeline(store: Store, pid: int, ids: list[str], n: int) -> list[dict[str, Any]]:
-    if n == 0:
-        return []
-    rows = store.query(
-        """SELECT message_id, event, timestamp, distinct_id, properties, url, path, channel
-           FROM events WHERE project_id = $pid AND distinct_id IN (SELECT unnest($ids))
-           QUALIFY row_number() OVER (ORDER BY timestamp DESC, message_id DESC) <= $n
-           ORDER BY timestamp DESC, message_id DESC""",
-        {"pid": pid, "ids": ids, "n": n},
-    )
-    return [{**{k: _iso(v) for k, v in r.items()}, "properties": _json(r["properties"]) or {}} for r in rows]
 
 
 def _tags(store: Store, pid: int, person: str, with_defs: bool) -> list[dict[str, Any]]:
@@ -199,7 +194,7 @@ def portrait(store: Store, project_id: int, ident: str, timeline: int = DEFAULT_
         "SELECT properties, created_at FROM persons WHERE project_id = $pid AND person_id = $person",
         {"pid": project_id, "person": person_id},
     )[0]
-    t = _totals(store, project_id, ids, settings)
+    t = _events(store, project_id, ids, settings, timeline)
     tables = available_tables(store)
     layers = _layers(store, project_id, person_id, "layer_models" in tables) if "layer_members" in tables else []
     source = t["source"]
@@ -226,7 +221,8 @@ def portrait(store: Store, project_id: int, ident: str, timeline: int = DEFAULT_
         "segments": _segments(store, project_id, person_id) if "segment_members" in tables else [],
         "layers": layers,
         "rfm": _rfm(layers),
-        "timeline": _timeline(store, project_id, ids, timeline),
+        "timeline": [{**{k: _iso(v) for k, v in e.items()}, "properties": _json(e["properties"]) or {}}
+                     for e in t["timeline"] or []],
         "merge_count": merges,
         "settings": msgspec.to_builtins(settings),
     }
