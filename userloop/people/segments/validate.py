@@ -7,6 +7,7 @@ Each failure is a 400 naming the field of the rule (``rule.and[1].event``), like
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
 
@@ -40,6 +41,7 @@ def check_against_store(
     """``saved_rules()``: every saved segment's rule by name (read only when the rule refers to one)."""
     events: dict[str, str] = {}
     props: list[tuple[str, PropertyType, str]] = []
+    _check_patterns(ctx, rule)
     for node, where in walk(rule):
         if isinstance(node, DidEvent | NoEvent | Aggregate):
             events.setdefault(node.event, f"{where}.event")
@@ -73,6 +75,28 @@ def check_against_store(
     check_properties(ctx, list(dict.fromkeys(props)))
     if any(isinstance(n, InSegment) for n, _ in walk(rule)):
         _check_segments(rule, saved_rules(), name)
+
+
+def _check_patterns(ctx: Ctx, rule: Rule) -> None:
+    """``regex`` values must compile (RE2, as DuckDB runs them): 400 here, not a failed query."""
+    found: list[tuple[Any, str]] = []
+    for node, where in walk(rule):
+        if isinstance(node, PersonProperty | TagValue) and node.operator == "regex":
+            found.append((node.value, f"{where}.value"))
+        lists = [("filters", getattr(node, "filters", []))]
+        if isinstance(node, FunnelDrop):
+            lists += [(f"steps[{i}].filters", s.filters) for i, s in enumerate(node.steps)]
+        for prefix, filters in lists:
+            found += [
+                (f.value, f"{where}.{prefix}[{i}].value")
+                for i, f in enumerate(filters)
+                if f.operator == "regex"
+            ]
+    for value, where in found:
+        try:
+            ctx.store.query("SELECT regexp_matches('', ?) AS x", [str(value)])
+        except duckdb.Error as exc:
+            raise UserloopError("bad_filter", f"not a regular expression: {exc}", where) from exc
 
 
 def _check_owned(ctx: Ctx, what: str, value: str, where: str) -> None:
