@@ -424,3 +424,27 @@ def test_unmerge_needs_a_writer(world: tuple[Store, Writer, Project]) -> None:
         run_action("persons.unmerge", ActionContext(store, None, project), {"id": "u", "merge": 1})
     assert exc.value.code == "no_writer"
     assert len(act(store, writer, project, "persons.merges", id="u")["merges"]) == 1
+
+
+def test_split_off_the_surviving_side(world: tuple[Store, Writer, Project]) -> None:
+    """Splitting off the id that survived a merge: it gets a new person with its own snapshot; the id
+    that stays keeps the person, and the values the leaving id had won go back to the stayer's."""
+    store, writer, project = world
+    pid = project.id
+    writer.write(Payload(ops=[
+        ProfileOp(project_id=pid, distinct_id="k", op="set", properties={"pk": 1, "s": "k"}),
+        ProfileOp(project_id=pid, distinct_id="g", op="set", properties={"pg": 1, "s": "g"}),
+    ]))
+    writer.write(Payload(ops=[Merge(project_id=pid, distinct_id="k", other_id="g")]))
+    writer.write(Payload(ops=[ProfileOp(project_id=pid, distinct_id="g", op="set", properties={"later": True})]))
+    k = md5_person(pid, "k")
+    assert state(store, project)["g"] == (k, {"pg": 1, "s": "k", "pk": 1, "later": True})
+    out = act(store, writer, project, "persons.unmerge", id="g", distinct_ids=["k"])
+    new = out["split_off"]["person_id"]
+    assert len(new) == 32 and new not in (k, md5_person(pid, "g"))  # no merge absorbed k: a new person
+    assert out["split_off"]["distinct_ids"] == ["k"] and out["person"] == {"person_id": k, "distinct_ids": ["g"]}
+    s = state(store, project)
+    assert s["k"] == (new, {"pk": 1, "s": "k"})
+    assert s["g"] == (k, {"pg": 1, "s": "g", "later": True})  # set after the merge: kept by the person
+    log = act(store, writer, project, "persons.merges", id="g")["merges"]
+    assert [(e["action"], e["undone_by"], e["undoes"]) for e in log] == [("merge", 2, None), ("unmerge", None, 1)]

@@ -120,7 +120,8 @@ class Plan:
     split: list[str]  # the ids that leave the person
     cut: list[int]  # the active merges whose link the split breaks (they get undone_by)
     absorbed_side: list[int]  # those of ``cut`` whose absorbed side leaves
-    undoes: int | None  # the merge named by the operator, else the latest of ``absorbed_side``
+    undoes: int | None  # the merge named by the operator, else the latest of ``cut``
+    restore: int | None  # the merge whose absorbed person comes back (the latest of ``absorbed_side``)
 
 
 class Refused(Exception):
@@ -187,7 +188,8 @@ def plan_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> Plan:
         if len(split) == len(nodes):
             raise Refused("nothing_to_split", f"merge {op.merge_id}'s surviving id is no longer in this person; "
                           "split by distinct_ids instead", "merge")
-        return Plan(split=split, cut=[op.merge_id], absorbed_side=[op.merge_id], undoes=op.merge_id)
+        return Plan(split=split, cut=[op.merge_id], absorbed_side=[op.merge_id], undoes=op.merge_id,
+                    restore=op.merge_id)
     wanted = list(dict.fromkeys(op.distinct_ids))
     if not wanted:
         raise Refused("bad_unmerge", "give a merge id or the distinct ids to split off", "merge", 400)
@@ -210,8 +212,8 @@ def plan_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> Plan:
              AND list_contains($split, distinct_id) <> list_contains($split, other_id)""",
         {"pid": op.project_id, "split": split, "nodes": nodes},
     )[0]
-    undoes = max(cut["absorbed_side"]) if cut["absorbed_side"] else None
-    return Plan(split=split, cut=cut["cut"], absorbed_side=cut["absorbed_side"], undoes=undoes)
+    return Plan(split=split, cut=cut["cut"], absorbed_side=cut["absorbed_side"],
+                undoes=max(cut["cut"], default=None), restore=max(cut["absorbed_side"], default=None))
 
 
 # -- writer side: applying an unmerge ---------------------------------------------------------------
@@ -227,7 +229,7 @@ def apply_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> None:
         return
     p: dict[str, Any] = {
         "pid": op.project_id, "person": op.person_id, "split": plan.split, "cut": plan.cut,
-        "absorbed_side": plan.absorbed_side, "undoes": plan.undoes,
+        "absorbed_side": plan.absorbed_side, "restore": plan.restore,
     }
     # the cut merges with their split-side and staying-side snapshots, and the merges made inside the
     # split side after the first cut one (their absorbed persons joined the split side)
@@ -268,27 +270,30 @@ def apply_unmerge(cur: duckdb.DuckDBPyConnection, op: Unmerge) -> None:
                      FROM ranked r, json_each(coalesce(r.leave_props, '{{}}')) j
                      WHERE NOT EXISTS (SELECT 1 FROM foreign_kv f WHERE f.key = j.key AND f.value = j.value)),
               leave_keys AS (SELECT c.merge_id, j.key, j.value FROM leaving c, json_each(coalesce(c.leave_props, '{{}}')) j),
-              stay_keys AS (SELECT c.merge_id, j.key FROM leaving c, json_each(coalesce(c.stay_props, '{{}}')) j),
-              dropped AS (SELECT l.key, l.value FROM leave_keys l
-                          WHERE NOT EXISTS (SELECT 1 FROM stay_keys s WHERE s.merge_id = l.merge_id AND s.key = l.key)),
-              current AS (SELECT j.key, j.value FROM persons p, json_each(p.properties) j
+              stay_kv AS (SELECT c.merge_id, j.key, j.value FROM leaving c, json_each(coalesce(c.stay_props, '{{}}')) j),
+              -- a key still holding the value the leaving side brought: back to the staying side's value, or gone
+              revert AS (SELECT l.key, l.value, any_value(s.value) AS stay_value FROM leave_keys l
+                         LEFT JOIN stay_kv s ON s.merge_id = l.merge_id AND s.key = l.key GROUP BY l.key, l.value),
+              current AS (SELECT j.key, CASE WHEN r.key IS NULL THEN j.value ELSE r.stay_value END AS value
+                          FROM persons p, json_each(p.properties) j
+                          LEFT JOIN revert r ON r.key = j.key AND r.value = j.value
                           WHERE p.project_id = $pid AND p.person_id = $person)
             SELECT (SELECT coalesce(json_group_object(key, value), '{{}}') FROM kv WHERE n = 1) AS props,
                    (SELECT min(leave_created) FROM ranked) AS created,
-                   (SELECT coalesce(json_group_object(c.key, c.value), '{{}}') FROM current c
-                    WHERE NOT EXISTS (SELECT 1 FROM dropped d WHERE d.key = c.key AND d.value = c.value))
+                   (SELECT coalesce(json_group_object(key, value), '{{}}') FROM current WHERE value IS NOT NULL)
                      AS stay_props,
-                   (SELECT absorbed_person_id FROM merge_log WHERE project_id = $pid AND merge_id = $undoes)
+                   (SELECT absorbed_person_id FROM merge_log WHERE project_id = $pid AND merge_id = $restore)
                      AS old_person,
                    EXISTS (SELECT 1 FROM persons x JOIN merge_log l ON x.person_id = l.absorbed_person_id
-                           WHERE x.project_id = $pid AND l.project_id = $pid AND l.merge_id = $undoes) AS taken""",
+                           WHERE x.project_id = $pid AND l.project_id = $pid AND l.merge_id = $restore) AS taken""",
         p,
     )[0]
     new_person = restored["old_person"] if restored["old_person"] and not restored["taken"] else uuid.uuid4().hex
     log_id = _rows(cur, "SELECT coalesce(max(merge_id), 0) + 1 AS n FROM merge_log WHERE project_id = $pid",
                    {"pid": op.project_id})[0]["n"]
     p |= {"new": new_person, "props": restored["props"], "created": restored["created"],
-          "stay": restored["stay_props"], "kind": op.kind, "request": op.request_id, "log": log_id}
+          "stay": restored["stay_props"], "kind": op.kind, "request": op.request_id, "log": log_id,
+          "undoes": plan.undoes}
     cur.execute(
         "INSERT INTO persons (project_id, person_id, properties, created_at, updated_at) "
         "VALUES ($pid, $new, $props, coalesce($created, now()), now())",
