@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,7 +46,18 @@ DAYS = 120
 FIRST_DAY = date(2026, 1, 1)
 TARGET_S = 1.0
 BRANDS = ["Shiseido", "Lancome", "Estee", "Clinique", "SK-II", "Loreal", "Nivea", "Olay", "Dior", "Chanel"]
-CITIES = ["Beijing", "Shanghai", "Guangzhou", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan", "Xian", "Nanjing", "Tianjin"]
+CITIES = [
+    "Beijing",
+    "Shanghai",
+    "Guangzhou",
+    "Shenzhen",
+    "Hangzhou",
+    "Chengdu",
+    "Wuhan",
+    "Xian",
+    "Nanjing",
+    "Tianjin",
+]
 
 
 def seed_rule(
@@ -116,7 +127,9 @@ def bench_segment_preview(
 
 
 def _decode(codes: np.ndarray, values: list[str]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(values)).dictionary_decode()
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int32)), pa.array(values)
+    ).dictionary_decode()
 
 
 def generate(n_events: int, n_persons: int, seed: int = 11) -> pa.Table:
@@ -136,7 +149,9 @@ def generate(n_events: int, n_persons: int, seed: int = 11) -> pa.Table:
     ts, code, user, anon = ts[order], code[order], user[order], anon[order]
     users = pa.array(user).cast(pa.string())
     distinct_id = pc.if_else(
-        pa.array(anon), pc.binary_join_element_wise("a", users, ""), pc.binary_join_element_wise("u", users, "")
+        pa.array(anon),
+        pc.binary_join_element_wise("a", users, ""),
+        pc.binary_join_element_wise("u", users, ""),
     )
     brand = _decode(rng.integers(0, len(BRANDS), n_events), BRANDS)
     price = pa.array(rng.integers(10, 2000, n_events)).cast(pa.string())
@@ -181,7 +196,9 @@ def load(path: Path, table: pa.Table) -> tuple[Store, Project]:
     )
     cur.unregister("_gen")
     cur.execute("INSERT INTO identities SELECT 1, distinct_id, person_id FROM _ids")
-    cur.execute("INSERT INTO person_overrides SELECT 1, distinct_id, person_id FROM _ids WHERE person_id <> own")
+    cur.execute(
+        "INSERT INTO person_overrides SELECT 1, distinct_id, person_id FROM _ids WHERE person_id <> own"
+    )
     cities = ", ".join(f"'{c}'" for c in CITIES)
     cur.execute(
         f"""INSERT INTO persons
@@ -233,7 +250,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{n:,} events, {persons:,} persons, loaded in {load_s:.1f} s; seed segment: {result['count']:,} persons")
+    print(
+        f"{n:,} events, {persons:,} persons, loaded in {load_s:.1f} s; seed segment: {result['count']:,} persons"
+    )
     for s in ("columns", "sets"):
         r = result[s]
         print(f"  {s:8} best {r['best_s']:.3f} s  median {r['median_s']:.3f} s")

@@ -120,6 +120,11 @@ def test_history_leave_and_come_back(data: Data) -> None:
     # a compute without changes writes no history
     assert call(data, "compute", name="gold", as_of=(T2 + timedelta(hours=1)).isoformat())["entered"] == 0
     assert len(history(data, "gold")) == 4
+    # u7 leaves again: only the open stay is closed
+    cur.execute("DELETE FROM tag_values WHERE tag = 'level' AND person_id = ?", [u7])
+    t3 = T2 + timedelta(days=1)
+    assert call(data, "compute", name="gold", as_of=t3.isoformat())["left"] == 1
+    assert {(e, left) for p, e, left in history(data, "gold") if p == u7} == {(AS_OF, T1), (T2, t3)}
 
 
 def test_in_segment_inlines_dynamic_and_reads_static_members(data: Data) -> None:
