@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -120,6 +120,37 @@ def bench_segment_preview(
     out["count"] = counts.pop()
     out["preview_s"] = out[strategies[0]]["median_s"]
     out["met"] = out["preview_s"] <= TARGET_S
+    return out
+
+
+def bench_segment_compute(store: Store, project: Project, *, as_of: datetime | None = None) -> dict[str, Any]:
+    """Save and compute two dynamic segments (the seed example, and "visited in the last 30
+    days": most persons), then recompute each a day later (the membership diff and its history
+    rows), and delete them. Seconds per step and member counts."""
+    if as_of is None:
+        rows = store.query("SELECT max(timestamp) AS t FROM events WHERE project_id = ?", [project.id])
+        as_of = rows[0]["t"] or datetime.now(UTC)
+    ctx = ActionContext(store=store, writer=None, project=project)
+    rules = {
+        "bench-seed": seed_rule(),
+        "bench-visitors": {"kind": "event", "event": "visit", "last_days": 30},
+    }
+    out: dict[str, Any] = {}
+    for name, rule in rules.items():
+        t0 = time.perf_counter()
+        made = run_action("segments.create", ctx, {"name": name, "rule": rule, "as_of": as_of.isoformat()})
+        t1 = time.perf_counter()
+        later = (as_of + timedelta(days=1)).isoformat()
+        again = run_action("segments.compute", ctx, {"name": name, "as_of": later})
+        t2 = time.perf_counter()
+        run_action("segments.delete", ctx, {"name": name})
+        out[name] = {
+            "members": made["member_count"],
+            "create_s": round(t1 - t0, 3),
+            "recompute_s": round(t2 - t1, 3),
+            "entered": again["entered"],
+            "left": again["left"],
+        }
     return out
 
 
@@ -221,6 +252,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (0: its default)")
     ap.add_argument("--keep", type=Path, help="DuckDB file to keep; reused when it exists")
+    ap.add_argument("--compute", action="store_true", help="also time saving and recomputing segments")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = None
@@ -242,6 +274,8 @@ def main() -> None:
     persons = store.query("SELECT count(*) AS n FROM persons")[0]["n"]
     result = bench_segment_preview(store, project, repeat=args.repeat)
     result.update(events=n, persons=persons, load_s=round(load_s, 1), cpus=os.cpu_count())
+    if args.compute:
+        result["compute"] = bench_segment_compute(store, project)
     store.close()
     if tmp is not None:
         path.unlink(missing_ok=True)
@@ -257,6 +291,11 @@ def main() -> None:
         r = result[s]
         print(f"  {s:8} best {r['best_s']:.3f} s  median {r['median_s']:.3f} s")
     print(f"target <= {TARGET_S} s: {'met' if result['met'] else 'MISSED'}")
+    for name, r in result.get("compute", {}).items():
+        print(
+            f"  {name}: {r['members']:,} members, create {r['create_s']:.2f} s, recompute a day later "
+            f"{r['recompute_s']:.2f} s (+{r['entered']:,} -{r['left']:,})"
+        )
 
 
 if __name__ == "__main__":

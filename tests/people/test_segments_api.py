@@ -221,6 +221,6 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(
         json.dumps({"rule": {"and": [{"kind": "event", "event": "visit", "times": "x"}]}})
     )
-    assert "invalid_field" in cli(db, "preview", str(tmp_path / "bad.json"), code=1)
+    assert "(at rule.and[0].times)" in cli(db, "preview", str(tmp_path / "bad.json"), code=1)
     assert cli(db, "delete", "seed") == {"deleted": "seed"}
     assert cli(db, "list") == {"segments": []}

@@ -24,7 +24,13 @@ def _call(db: Path, project: int, name: str, params: dict[str, Any]) -> None:
     from userloop.cli import _print_json, backend
 
     with backend(db) as b:
-        _print_json(b.call(name, project, params))
+        try:
+            result = b.call(name, project, params)
+        except UserloopError as exc:  # the field path helps on a terminal (the JSON body has it apart)
+            if exc.field and exc.field not in exc.message:
+                exc.message = f"{exc.message} (at {exc.field})"
+            raise
+        _print_json(result)
 
 
 def _read_json(file: Path) -> dict[str, Any]:
@@ -44,14 +50,22 @@ def _read_json(file: Path) -> dict[str, Any]:
 @app.command()
 def preview(
     file: Annotated[
-        Path, typer.Argument(help='JSON {"rule": ..., "sample": 10}, or just the rule; \'-\': stdin')
+        Path,
+        typer.Argument(
+            help='a segment definition, {"rule": ..., "sample": 10} or just the rule; \'-\': stdin'
+        ),
     ],
     project: ProjectOption,
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Count the persons a rule selects (and show a sample) without saving anything."""
+    """Count the persons a rule selects (and show a sample) without saving anything. The file may
+    be a segment definition (for ``create``): its rule is previewed."""
     body = _read_json(file)
-    _call(db, project, "segments.preview", body if "rule" in body else {"rule": body})
+    if "rule" in body:
+        body = {k: v for k, v in body.items() if k in ("rule", "sample", "as_of")}
+    else:
+        body = {"rule": body}
+    _call(db, project, "segments.preview", body)
 
 
 @app.command()
