@@ -129,7 +129,6 @@ Rule = (
     | FunnelDrop
     | InLayer
 )
-EventCondition = DidEvent | NoEvent | Aggregate
 
 
 class SegmentDef(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
