@@ -196,8 +196,10 @@ def test_history_rows_only_on_change(shop: World) -> None:
     c = ctx(shop)
     ids = shop.persons()
     t1, t2 = AS_OF, AS_OF + timedelta(days=1)
-    r1 = create(shop, name="buys", kind="dynamic",
-                rule={"aggregate": "count", "event": "buy", "window": {"last_days": 30}})["compute"]
+    made = create(shop, name="buys", kind="dynamic",
+                  rule={"aggregate": "count", "event": "buy", "window": {"last_days": 30}})
+    r1 = made["compute"]
+    assert made["computed_at"] == t1 and made["created_at"] > t1  # saved now, computed as of t1
     assert values(shop, "buys") == counts_at(shop, t1)
     assert (r1["persons"], r1["added"], r1["history_rows"]) == (3, 3, 3)  # a 4, b 4, e 2
     # t2: the window moves a day (a's March 2 10:00 and b's March 1 12:00 buys leave, d's March 31 12:00

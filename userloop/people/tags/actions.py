@@ -80,11 +80,12 @@ def create(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
     with tag_lock(ctx.project.id, tag.name), transaction(ctx.store) as cur:
         if cur.execute("SELECT 1 FROM tags WHERE project_id = ? AND name = ?", [ctx.project.id, tag.name]).fetchall():
             raise UserloopError("tag_exists", f"a tag named {tag.name!r} already exists", "name", status=409)
-        _, values = _save_row(tag, now)
+        saved = datetime.now(UTC)
+        _, values = _save_row(tag, saved)
         cur.execute(
             "INSERT INTO tags (project_id, name, kind, source, category, description, definition, schedule, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [ctx.project.id, tag.name, *values, now],
+            [ctx.project.id, tag.name, *values, saved],
         )
         stats = materialize(cur, qctx, tag, now)
     reload_current()
@@ -140,7 +141,7 @@ def update(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
                                     "as_of")
             now = last + timedelta(microseconds=1)
         with transaction(ctx.store) as cur:
-            assignments, values = _save_row(tag, now)
+            assignments, values = _save_row(tag, datetime.now(UTC))
             cur.execute(f"UPDATE tags SET {assignments}, updated_at = ? WHERE project_id = ? AND name = ?",
                         [*values, ctx.project.id, name])
             if tag.computed:
