@@ -120,11 +120,11 @@ async def put_values(request: Request) -> Response:
 
 
 async def coverage(request: Request) -> Response:
-    return await _call(request, "tags.coverage", {"name": _name(request), **dict(request.query_params)})
+    return await _call(request, "tags.coverage", {**dict(request.query_params), "name": _name(request)})
 
 
 async def history(request: Request) -> Response:
-    return await _call(request, "tags.history", {"name": _name(request), **dict(request.query_params)})
+    return await _call(request, "tags.history", {**dict(request.query_params), "name": _name(request)})
 
 
 routes: list[Route] = [
