@@ -176,6 +176,24 @@ class Store:
         self.reload_projects()
         return self.project(int(row[0][0]))
 
+    def set_project_timezone(self, project_id: int, timezone: str) -> Project:
+        self.project(project_id)
+        if not _valid_timezone(self.cursor(), timezone):
+            raise UserloopError("bad_timezone", f"unknown time zone {timezone!r}", "timezone")
+        self.cursor().execute("UPDATE projects SET timezone = ? WHERE id = ?", [timezone, project_id])
+        self.reload_projects()
+        return self.project(project_id)
+
+    def rotate_project_key(self, project_id: int, which: str) -> Project:
+        """A new write or secret key; the old one stops working at once."""
+        self.project(project_id)
+        if which not in ("write_key", "secret_key"):
+            raise UserloopError("bad_key", "which must be 'write_key' or 'secret_key'", "which")
+        key = "wk_" + secrets.token_urlsafe(18) if which == "write_key" else "sk_" + secrets.token_urlsafe(30)
+        self.cursor().execute(f"UPDATE projects SET {which} = ? WHERE id = ?", [key, project_id])
+        self.reload_projects()
+        return self.project(project_id)
+
     # -- admin users ----------------------------------------------------------------------------
     def set_admin_password(self, username: str, password: str) -> None:
         salt = secrets.token_bytes(16)

@@ -112,9 +112,16 @@ DDL: list[str] = [
 ]
 
 # tables of the people stage, one module per capability
-from userloop.store import schema_alerts, schema_audit, schema_layers, schema_segments, schema_tags  # noqa: E402
+from userloop.store import (  # noqa: E402
+    schema_alerts,
+    schema_audit,
+    schema_console,
+    schema_layers,
+    schema_segments,
+    schema_tags,
+)
 
-for _module in (schema_audit, schema_tags, schema_segments, schema_layers, schema_alerts):
+for _module in (schema_audit, schema_tags, schema_segments, schema_layers, schema_alerts, schema_console):
     DDL += _module.DDL
 
 SCHEMA_VERSION = "1"
