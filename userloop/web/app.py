@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,13 +12,15 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from userloop.config import Settings
 from userloop.errors import UserloopError
 from userloop.store.duckdb import Store
 from userloop.store.writer import Writer
 from userloop.web.api import admin, alerts, collect, events, layers, persons, query, segments, tags
+from userloop.web.cors import CollectorCORS
 from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
 
 
@@ -56,21 +59,33 @@ class ReadYourWrites:
         await self.app(scope, receive, send)
 
 
+STATIC_DIR = Path(__file__).parent / "static"  # the web tracker (userloop.js) and its demo page
+POSTHOG_CAPTURE = ("/batch", "/capture", "/e", "/i/v0/e", "/track", "/engage")
+POSTHOG_FLAGS = ("/flags", "/decide")
+SENSORS = ("/sa", "/sa.gif")
+_COLLECTOR_PATHS = frozenset(POSTHOG_CAPTURE + POSTHOG_FLAGS + SENSORS)
+
+
+def is_collector(path: str) -> bool:
+    """The collector endpoints, which browsers on any site may call (see web/cors.py)."""
+    return path.startswith("/v1/") or (path.rstrip("/") or "/") in _COLLECTOR_PATHS
+
+
 def _both(path: str) -> list[str]:
     return [path, path + "/"]
 
 
-def routes() -> list[Route]:
-    r: list[Route] = [Route("/health", health, methods=["GET", "HEAD"])]
+def routes() -> list[BaseRoute]:
+    r: list[BaseRoute] = [Route("/health", health, methods=["GET", "HEAD"])]
     # Segment
     r += [Route("/v1/{kind:str}", collect.segment_endpoint, methods=["POST"])]
     # PostHog
-    for path in ("/batch", "/capture", "/e", "/i/v0/e", "/track", "/engage"):
+    for path in POSTHOG_CAPTURE:
         r += [Route(p, collect.posthog_capture, methods=["POST"]) for p in _both(path)]
-    for path in ("/flags", "/decide"):
+    for path in POSTHOG_FLAGS:
         r += [Route(p, collect.posthog_flags, methods=["GET", "POST"]) for p in _both(path)]
     # Sensors Data
-    for path in ("/sa", "/sa.gif"):
+    for path in SENSORS:
         r += [Route(path, collect.sensors_endpoint, methods=["GET", "POST"])]
     # People (secret key): specific routes first, before the /api/persons/{distinct_id:path} catch-all
     r += persons.routes + tags.routes + segments.routes + layers.routes + alerts.routes
@@ -92,6 +107,8 @@ def routes() -> list[Route]:
         Route("/api/admin/query", admin.query, methods=["POST"]),
         Route("/api/admin/actions/{name:str}", admin.call_action, methods=["POST"]),
     ]
+    # Static files: /static/userloop.js (the web tracker), /static/tracker-demo.html
+    r += [Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static")]
     return r
 
 
@@ -135,7 +152,7 @@ def create_app(
 
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(ReadYourWrites)],
+        middleware=[Middleware(CollectorCORS, is_collector=is_collector), Middleware(ReadYourWrites)],
         exception_handlers={UserloopError: handle_userloop_error, Exception: handle_internal_error},
         lifespan=lifespan,
     )
