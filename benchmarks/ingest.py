@@ -205,6 +205,21 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the live child processes of ``pid`` (the parse workers), Linux /proc."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """utime + stime of a process (Linux /proc), or None elsewhere."""
     try:
@@ -588,6 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{args.clients} clients, {args.client} client) to {server.url} ...")
             cpu_server0 = process_cpu_seconds(server.pid)
             threads0 = thread_cpu_seconds(server.pid)
+            workers0 = children_cpu_seconds(server.pid)
             cpu_client0 = time.process_time()
             t_send = time.perf_counter()
             elapsed, latencies = send_all(
@@ -605,6 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"/api/events answered {newest.status_code}: {newest.text[:300]}")
             cpu_server1 = process_cpu_seconds(server.pid)
             threads1 = thread_cpu_seconds(server.pid)
+            workers_cpu = children_cpu_seconds(server.pid) - workers0
             if spy is not None:
                 stop_py_spy(spy)
                 spy = None
@@ -650,6 +667,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "max_ms": max(latencies) * 1000,
                 "mean_ms": statistics.fmean(latencies) * 1000,
                 "server_cpu_s": server_cpu,
+                "parse_workers_cpu_s": round(workers_cpu, 2),
                 "server_cpu_by_thread_s": {
                     k: round(v - threads0.get(k, 0.0), 2) for k, v in sorted(threads1.items()) if v - threads0.get(k, 0.0) > 0
                 },
@@ -723,7 +741,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("request latency", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, max {h['max_ms']:.1f} ms "
                             f"({h['requests']} requests)"),
         ("CPU during the HTTP run", f"server {cpu} s, client {h['client_cpu_s']:.2f} s (wall {h['seconds']:.1f} s)"),
-        ("server CPU by thread", ", ".join(f"{k} {v:.2f} s" for k, v in h["server_cpu_by_thread_s"].items())),
+        ("server CPU by thread", ", ".join(f"{k} {v:.2f} s" for k, v in h["server_cpu_by_thread_s"].items())
+         + f"; parse workers {h['parse_workers_cpu_s']:.2f} s"),
     ]
     for label, value in lines:
         print(f"{label + ':':<30} {value}")

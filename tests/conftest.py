@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from userloop.store.duckdb import Project, Store
+from userloop.config import Settings
 from userloop.web.app import create_app
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -60,11 +61,15 @@ class LiveServer:
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A uvicorn server in a thread, bound to a random port, with one project ("test", UTC)."""
-    store = Store(tmp_path / "userloop.duckdb")
+    yield from serve_in_thread(tmp_path / "userloop.duckdb")
+
+
+def serve_in_thread(db: Path, settings: Settings | None = None) -> Iterator[LiveServer]:
+    store = Store(db)
     project = store.create_project("test", "UTC")
     port = free_port()
     token = "test-admin-token"
-    app = create_app(store, admin_token=token)
+    app = create_app(store, admin_token=token, settings=settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

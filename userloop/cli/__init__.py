@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    parse_workers: Annotated[
+        int | None, typer.Option(help="processes that parse collector requests (default: one per core; 0: none)")
+    ] = None,
     show_credentials: Annotated[
         bool, typer.Option("--show-credentials", help="reset and print the admin password and project keys")
     ] = False,
@@ -87,7 +91,7 @@ def serve(
     else:
         out.print(f"userloop serving {db} on {url}")
     token = write_server_file(db, url)
-    settings = Settings(db_path=db)
+    settings = Settings(db_path=db, parse_workers=(os.cpu_count() or 1) if parse_workers is None else parse_workers)
     # the writer thread acknowledges requests: let it take the GIL within 0.5 ms instead of the
     # default 5 ms, or every acknowledgement waits behind request parsing on the event loop
     sys.setswitchinterval(settings.gil_switch_interval_s)

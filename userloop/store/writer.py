@@ -45,6 +45,7 @@ from userloop.ingest.event import (
     Unbind,
     Unmerge,
 )
+from userloop.ingest.workers import Parsed
 from userloop.people.audit import apply_unmerge
 from userloop.people.identity import apply_merges, apply_unbind, ensure_identities, ensure_identities_from
 from userloop.people.profiles import apply_profile_ops
@@ -92,11 +93,14 @@ class WriteResult:
 class _Job:
     payload: Payload | None = None
     table: pa.Table | None = None
+    parsed: Parsed | None = None  # already encoded by a parse worker (spool mode only)
     future: Future[WriteResult] = field(default_factory=Future)
 
     @property
     def size(self) -> int:
         n = len(self.payload.events) + len(self.payload.ops) if self.payload else 0
+        if self.parsed is not None:
+            n += self.parsed.n_events + self.parsed.n_ops
         return n + (self.table.num_rows if self.table is not None else 0)
 
 
@@ -272,6 +276,18 @@ class Writer:
         self._queue.put(job)
         return job.future
 
+    def submit_parsed(self, parsed: Parsed) -> Future[WriteResult]:
+        """A request a parse worker already encoded as spool lines (``userloop/ingest/workers.py``)."""
+        if self.spool_dir is None:
+            raise RuntimeError("encoded payloads need the spool (spool_dir)")
+        job = _Job(parsed=parsed)
+        self._queue.put(job)
+        return job.future
+
+    @property
+    def spooled(self) -> bool:
+        return self.spool_dir is not None
+
     def write(self, payload: Payload) -> WriteResult:
         return self.submit(payload).result()
 
@@ -345,13 +361,16 @@ class Writer:
         assert self._spool is not None
         events = [e for j in jobs if j.payload is not None for e in j.payload.events]
         ops = [op for j in jobs if j.payload is not None for op in j.payload.ops]
+        parsed = [j.parsed for j in jobs if j.parsed is not None]
         try:
             with self._cv:  # back-pressure: the loader must keep up (reads stay fresh)
                 self._cv.wait_for(lambda: self._backlog < self.max_backlog or self._stopping)
-            events_bytes = _encode_lines(events) if events else b""
-            ops_bytes = _encode_lines(ops) if ops else b""
+            events_bytes = b"".join([_encode_lines(events) if events else b"", *(p.events for p in parsed)])
+            ops_bytes = b"".join([_encode_lines(ops) if ops else b"", *(p.ops for p in parsed)])
+            n_events = len(events) + sum(p.n_events for p in parsed)
+            n_ops = len(ops) + sum(p.n_ops for p in parsed)
             with self._cv:
-                seg = self._spool.append(events_bytes, len(events), ops_bytes, len(ops))
+                seg = self._spool.append(events_bytes, n_events, ops_bytes, n_ops)
                 ids = seg.ids
                 if ids is not None:
                     for e in events:
@@ -359,9 +378,15 @@ class Writer:
                         seen = ids.get(key)
                         if seen is None or e.timestamp < seen:
                             ids[key] = e.timestamp
+                    for p in parsed:
+                        for project_id, distinct_id, ts in p.ids:
+                            key = (project_id, distinct_id)
+                            seen = ids.get(key)
+                            if seen is None or ts < seen:
+                                ids[key] = ts
                 self._spool.sync()
                 self._acked_seq += 1
-                self._backlog += len(events)
+                self._backlog += n_events
                 self._cv.notify_all()
         except Exception as exc:  # the disk refused: nothing was acknowledged
             log.exception("spool append failed")
@@ -371,7 +396,7 @@ class Writer:
                 job.future.set_exception(exc)
             return
         for job in jobs:
-            job.future.set_result(WriteResult(stored=len(job.payload.events) if job.payload else 0, received=job.size))
+            job.future.set_result(WriteResult(stored=job.size, received=job.size))
 
     def _load_loop(self) -> None:
         _name_os_thread("ul-loader")

@@ -132,6 +132,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         writer.start()
+        app.state.parse_pool = None
+        if settings.parse_workers > 0 and writer.spooled:
+            from userloop.ingest.workers import ParsePool
+
+            app.state.parse_pool = ParsePool(settings.parse_workers)
+            await asyncio.to_thread(app.state.parse_pool.warm_up)
         sched = None
         if scheduler:  # the server runs scheduled recomputes; tests and the CLI opt in
             from userloop.schedule import Scheduler, set_current
@@ -147,6 +153,9 @@ def create_app(
 
                 sched.stop()
                 set_current(None)
+            if app.state.parse_pool is not None:
+                app.state.parse_pool.close()
+                app.state.parse_pool = None
             if own_writer:
                 writer.stop()
 

@@ -15,7 +15,8 @@ from starlette.responses import Response
 
 from userloop.config import MAX_EVENT_BYTES
 from userloop.errors import AuthError, UserloopError
-from userloop.ingest import posthog, segment, sensors
+from userloop.ingest import posthog, segment, sensors, workers
+from userloop.ingest.workers import Parsed, ParsePool
 from userloop.ingest.event import Payload
 from userloop.ingest.normalize import MessageError
 from userloop.web.http import (
@@ -46,6 +47,32 @@ async def store_payload(request: Request, payload: Payload) -> Response:
     return JSON({"accepted": payload.accepted, "rejected": rejected})
 
 
+async def store_parsed(request: Request, parsed: Parsed) -> Response:
+    """The same answer as :func:`store_payload`, for a request a parse worker encoded."""
+    if parsed.error is not None:
+        code, message, status, field = parsed.error
+        raise UserloopError(code, message, field, status=status)
+    rejected = [{"messageId": r.messageId, "error": r.error, "code": r.code} for r in parsed.rejected]
+    if parsed.accepted == 0 and rejected:
+        first = parsed.rejected[0]
+        return JSON(
+            {"error": {"code": first.code, "message": first.error}, "accepted": 0, "rejected": rejected},
+            status_code=400,
+        )
+    if parsed.n_events or parsed.n_ops:
+        try:
+            await asyncio.wrap_future(request.app.state.writer.submit_parsed(parsed))
+        except Exception as exc:
+            raise UserloopError("store_unavailable", f"could not store the events: {exc}", status=503) from exc
+    return JSON({"accepted": parsed.accepted, "rejected": rejected})
+
+
+def _pool(request: Request) -> ParsePool | None:
+    """The parse workers, when the server has them and the writer spools (see ingest/workers.py)."""
+    pool = getattr(request.app.state, "parse_pool", None)
+    return pool if pool is not None and request.app.state.writer.spooled else None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -63,6 +90,11 @@ async def segment_endpoint(request: Request) -> Response:
     raw = await read_body(request)
     kind = request.path_params.get("kind")
     endpoint_type = None if kind == "batch" else kind
+    pool = _pool(request)
+    if pool is not None and key is not None:  # the project is known: parse in a worker process
+        project = project_for_write_key(request, key)
+        parsed = await pool.run(workers.segment_job, raw, project.id, received_at, endpoint_type, MAX_EVENT_BYTES)
+        return await store_parsed(request, parsed)
     if endpoint_type is None and len(raw) <= MAX_EVENT_BYTES:
         fast = segment.decode_batch_fast(raw)  # typed decode of plain track/page batches
         if fast is not None:
@@ -143,6 +175,13 @@ async def sensors_endpoint(request: Request) -> Response:
     else:
         raw = await read_body(request)
         raw_size = len(raw)
+        pool = _pool(request)
+        if pool is not None:
+            parsed = await pool.run(
+                workers.sensors_job, raw, request.headers.get("content-type", ""), project.id, received_at,
+                limit, MAX_EVENT_BYTES,
+            )
+            return await store_parsed(request, parsed)
         fields = sensors.form_fields(raw, request.headers.get("content-type", ""))
     messages = sensors.decode_fields(fields, limit)
     try:
