@@ -2,12 +2,16 @@
 // wx.getSystemInfoSync, automatic page views by wrapping App() and Page() when this file is
 // required (require it at the top of app.js, before App() runs).
 
-var system = null;
+var system = null, appVersion;
 var current = { route: null, query: {}, referrer: null };
 var launchCampaign = null;
 
 function systemInfo() {
-  if (!system) try { system = wx.getSystemInfoSync() || {}; } catch (e) { system = {}; }
+  if (!system) {
+    try { system = wx.getSystemInfoSync() || {}; } catch (e) { system = {}; }
+    // the mini program's own version (set for trial and release builds only)
+    try { appVersion = wx.getAccountInfoSync().miniProgram.version || undefined; } catch (e) { /* old base library */ }
+  }
   return system;
 }
 
@@ -49,7 +53,7 @@ var platform = {
         model: s.model, manufacturer: s.brand },
       screen: { width: s.screenWidth, height: s.screenHeight, density: s.pixelRatio },
       locale: s.language,
-      app: { name: 'WeChat', version: s.version, build: s.SDKVersion },
+      app: { version: appVersion, wechat_version: s.version, base_library: s.SDKVersion },
       page: { url: pageUrl(), path: current.route, referrer: current.referrer }
     };
     var campaign = campaignOf(current.query) || launchCampaign;
