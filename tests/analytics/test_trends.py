@@ -155,3 +155,23 @@ def test_taobao_daily_pv_uv_match_pandas(tmp_path) -> None:  # type: ignore[no-u
     assert got_uv["values"] == expect_uv
     assert got_uv["total"] == pv.user.nunique()
     assert got_buyers["values"] == expect_buyers
+
+
+def test_segment_filter_counts_only_current_members(shop: World) -> None:
+    """``"segment": NAME`` restricts every analysis to the saved segment's members (here: who bought)."""
+    from userloop.actions import ActionContext, run_action
+
+    ctx = ActionContext(store=shop.store, writer=shop.writer, project=shop.project)
+    run_action("segments.create", ctx, {"name": "buyers", "type": "static",
+                                        "rule": {"kind": "event", "event": "buy", "operator": ">=", "times": 1}})
+    r = shop.query(kind="trends", date_from="2026-03-01", date_to="2026-03-04", interval="day",
+                   series=[{"event": "pv"}, {"event": "pv", "math": "uv"}], segment="buyers")
+    total, unique = r["results"]
+    df = shop.frame()
+    buyers = set(df[df.event == "buy"].person_id)
+    assert buyers == {shop.persons()["c"]}
+    assert total["values"] == [0, 0, 1, 0] and unique["total"] == 1  # c's one pv on Mar 3 (local)
+    with pytest.raises(UserloopError) as exc:
+        shop.query(kind="trends", date_from="2026-03-01", date_to="2026-03-04", series=[{"event": "pv"}],
+                   segment="nope")
+    assert (exc.value.code, exc.value.field) == ("unknown_segment", "segment")

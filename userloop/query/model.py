@@ -39,7 +39,7 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field=
     date_from: date
     date_to: date
     filters: list[PropertyFilter] = []  # applied to every event the analysis reads
-    segment: str | None = None  # a saved segment/cohort id (people issue)
+    segment: str | None = None  # a saved segment's name: only its current members' events count
 
     def validate(self) -> None:
         """Checks msgspec cannot express; subclasses extend and call super()."""
@@ -49,8 +49,6 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field=
             raise UserloopError("bad_date_range", f"the range is longer than {MAX_RANGE_DAYS} days", "date_from")
         for i, f in enumerate(self.filters):
             check_filter(f, f"filters[{i}]")
-        if self.segment is not None:
-            raise UserloopError("segments_unavailable", "segment filters are not available yet", "segment")
 
 
 def check_filter(f: PropertyFilter, field: str) -> None:

@@ -88,5 +88,12 @@ def run_query(store: Store, project: Project, raw: bytes | str | dict[str, Any])
     query.validate()
     kind = query.__struct_config__.tag
     _, runner = _REGISTRY[str(kind)]
-    result = runner(Ctx(store=store, project=project), query)
+    ctx = Ctx(store=store, project=project, segment=query.segment)
+    if query.segment is not None:
+        found = store.query(
+            "SELECT 1 AS ok FROM segments WHERE project_id = ? AND name = ?", [project.id, query.segment]
+        )
+        if not found:
+            raise UserloopError("unknown_segment", f"no saved segment named {query.segment!r}", "segment")
+    result = runner(ctx, query)
     return {"kind": kind, **result}
