@@ -3,6 +3,7 @@ bodies, /static/userloop.js, and committed builds that match trackers/src."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,8 +33,8 @@ def test_collector_preflight(live_server: LiveServer, path: str) -> None:
 
 def test_beacon_body_as_text_plain_and_cors_on_every_answer(live_server: LiveServer) -> None:
     key = live_server.project.write_key
-    body = ('{"writeKey": "%s", "batch": [{"type": "track", "event": "beacon", "anonymousId": "a1", '
-            '"messageId": "b-1", "properties": {"n": 1}}]}' % key)
+    body = json.dumps({"writeKey": key, "batch": [
+        {"type": "track", "event": "beacon", "anonymousId": "a1", "messageId": "b-1", "properties": {"n": 1}}]})
     resp = httpx.post(f"{live_server.url}/v1/batch", content=body,
                       headers={"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"})
     assert (resp.status_code, resp.json()) == (200, {"accepted": 1, "rejected": []})

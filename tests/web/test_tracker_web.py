@@ -361,3 +361,36 @@ def test_demo_page(context: BrowserContext, live_server: LiveServer) -> None:
     page.click("#reset")
     assert page.text_content("#user-id") == "(anonymous)"
     assert page.text_content("#anonymous-id") not in (anon, "")
+
+
+NO_LOCAL_STORAGE = ("Object.defineProperty(window, 'localStorage', "
+                    "{get() { throw new DOMException('storage is disabled', 'SecurityError'); }})")
+
+
+def test_one_script_tag_and_cookie_fallback(browser: Browser, site: Site, live_server: LiveServer) -> None:
+    """``<script src=... data-write-key=...>`` alone tracks, sending to the server the script came
+    from; with localStorage blocked the anonymous id lives in a first-party cookie."""
+    key = live_server.project.write_key
+    (site.root / "tag.html").write_text(
+        "<!doctype html><title>One tag</title>"
+        f"<script src='{live_server.url}/static/userloop.js' data-write-key='{key}'></script>")
+    ctx = browser.new_context()
+    ctx.add_init_script(NO_LOCAL_STORAGE)
+    try:
+        page = ctx.new_page()
+        page.goto(f"{site.url}/tag.html")
+        assert flush(page) is True
+        anon = page.evaluate("userloop.getAnonymousId()")
+        assert page.evaluate("userloop.options().host") == live_server.url
+        cookies = {c["name"]: c for c in ctx.cookies(site.url)}
+        assert set(cookies) == {"userloop_anonymous_id"}  # never the queue
+        assert (cookies["userloop_anonymous_id"]["value"], cookies["userloop_anonymous_id"]["sameSite"]) == (
+            anon, "Lax")
+        page.reload()
+        assert flush(page) is True
+        assert page.evaluate("userloop.getAnonymousId()") == anon
+        events = live_server.events()
+        assert [(e["event"], e["distinct_id"], e["path"]) for e in events] == [
+            ("$pageview", anon, "/tag.html"), ("$pageview", anon, "/tag.html")]
+    finally:
+        ctx.close()
