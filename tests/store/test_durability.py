@@ -132,6 +132,19 @@ def post(client: httpx.Client, url: str, write_key: str, payload: dict[str, Any]
     return client.post(f"{url}/v1/batch", json=payload, auth=(write_key, ""))
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(proc.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def stored_counts(db: Path, project_id: int) -> dict[str, int]:
     """message_id -> rows, read from the file (no server may hold it) after userloop opened it.
 
@@ -187,8 +200,14 @@ def test_kill_9_keeps_every_acknowledged_event(db: Path, servers: list[Served]) 
     while len(acked) < 3000 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(acked) >= 3000, "the server acknowledged too little to make the test meaningful"
+    workers = _children(server.proc.pid)
+    assert workers, "userloop serve parses in worker processes (one per core)"
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(10)
+    deadline = time.monotonic() + 10  # the parse workers die with the server
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "parse workers outlived the server"
     for t in threads:
         t.join(15)
     assert ended_by_error == [True] * 4, "every sender must have been streaming when the server died"

@@ -118,13 +118,37 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _worker_init(parent: int) -> None:
+    """Die with the server: a worker must not outlive a server killed with SIGKILL."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # elsewhere (and in case the parent died before prctl): poll
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 # -- the pool (in the server) -----------------------------------------------------------------------
 
 
 class ParsePool:
     def __init__(self, workers: int):
         self.workers = workers
-        self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init, initargs=(os.getpid(),),
+        )
 
     def warm_up(self) -> None:
         """Start every worker now (spawning takes a moment), not on the first requests."""
