@@ -42,6 +42,7 @@ ACTION_MODULES: tuple[str, ...] = (
     "userloop.people.segments",
     "userloop.people.layers",
     "userloop.people.alerts",
+    "userloop.people.listing",
 )
 
 
@@ -60,6 +61,12 @@ def load_actions() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module:  # a missing dependency inside an existing module is a real error
                 raise
+
+
+def action_names() -> list[str]:
+    """Every registered operation (the console shows a capability's pages when its actions exist)."""
+    load_actions()
+    return sorted(_ACTIONS)
 
 
 def run_action(name: str, ctx: ActionContext, params: dict[str, Any] | None = None) -> Any:

@@ -9,16 +9,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from userloop.config import Settings
 from userloop.errors import UserloopError
 from userloop.store.duckdb import Store
 from userloop.store.writer import Writer
+from userloop.web import console
 from userloop.web.api import admin, alerts, collect, events, layers, persons, query, segments, tags
 from userloop.web.cors import CollectorCORS
 from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
@@ -107,7 +108,9 @@ def routes() -> list[BaseRoute]:
         Route("/api/admin/query", admin.query, methods=["POST"]),
         Route("/api/admin/actions/{name:str}", admin.call_action, methods=["POST"]),
     ]
-    # Static files: /static/userloop.js (the web tracker), /static/tracker-demo.html
+    # The web console (/console/..., / redirects there): userloop/web/console/
+    r += console.routes()
+    # Static files: /static/userloop.js (the web tracker), /static/tracker-demo.html, the console's CSS/JS/vendor
     r += [Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static")]
     return r
 
