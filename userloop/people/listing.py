@@ -20,6 +20,7 @@ import msgspec
 
 from userloop.actions import ActionContext, action
 from userloop.errors import UserloopError
+from userloop.people.audit import decode_params
 from userloop.query.model import PropertyFilter, check_filter
 from userloop.query.sql import Ctx, filter_sql
 
@@ -36,13 +37,7 @@ class ListRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def _decode(params: dict[str, Any]) -> ListRequest:
-    try:
-        req = msgspec.convert(params, ListRequest)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        field = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
-        code = "unknown_field" if "unknown field" in text else "invalid_field"
-        raise UserloopError(code, text.split(" - at ")[0], field) from exc
+    req = decode_params(params, ListRequest)
     if not 1 <= req.limit <= MAX_PAGE:
         raise UserloopError("bad_parameter", f"limit must be between 1 and {MAX_PAGE}", "limit")
     if req.offset < 0:

@@ -83,7 +83,7 @@ class Page:
     def htmx(self) -> bool:
         return self.request.headers.get("hx-request") == "true"
 
-    def t(self, key: str, **values: Any) -> str:
+    def t(self, key: str, /, **values: Any) -> str:
         return translate(self.lang, key, **values)
 
     def can(self, role: auth.Role) -> bool:
@@ -163,8 +163,9 @@ def page(path: str, *, methods: tuple[str, ...] = ("GET",), role: auth.Role = "v
                 return _plain(request, 401, "error.session")
             form, body = None, b""
             if request.method == "POST":
-                if request.headers.get("content-type", "").startswith("application/json"):
-                    body = await request.body()
+                ctype = request.headers.get("content-type", "")
+                if not ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+                    body = await request.body()  # JSON (the segment builder's preview)
                 form = await request.form()
                 sent = request.headers.get("x-csrf-token") or form.get("csrf_token")
                 if not auth.csrf_ok(session.csrf_token, sent if isinstance(sent, str) else None):

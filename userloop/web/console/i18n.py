@@ -42,7 +42,7 @@ def negotiate(cookie: str | None, accept_language: str | None) -> str:
     return sorted(ranked)[0][2] if ranked else "en"
 
 
-def translate(lang: str, key: str, **values: Any) -> str:
+def translate(lang: str, key: str, /, **values: Any) -> str:
     pair = CATALOGUE.get(key)
     if pair is None:
         return key

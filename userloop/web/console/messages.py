@@ -415,7 +415,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "settings.secret_key": ("Secret key", "读取密钥"),
     "settings.rotate": ("Rotate", "轮换"),
     "settings.rotate_confirm": ("The old key stops working at once. Rotate?", "旧密钥将立即失效，确定轮换？"),
-    "settings.rotated": ("{key} rotated.", "{key} 已轮换。"),
+    "settings.rotated": ("{name} rotated.", "{name} 已轮换。"),
     "settings.keys_hint": (
         "The write key only sends events (trackers, SDKs); the secret key reads (APIs). Keep it on servers.",
         "写入密钥只能发送事件（埋点、SDK）；读取密钥用于 API 查询，请只保存在服务器端。",

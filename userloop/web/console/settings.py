@@ -46,7 +46,7 @@ def rotate(pg: Page) -> Response:
     assert pg.project is not None and pg.form is not None
     which = str(pg.form.get("which") or "")
     pg.project = pg.store.rotate_project_key(pg.project.id, which)
-    return _settings(pg, pg.t("settings.rotated", key=pg.t(f"settings.{which}")))
+    return _settings(pg, pg.t("settings.rotated", name=pg.t(f"settings.{which}")))
 
 
 @page("/p/{pid:int}/settings/members", methods=("POST",), role="admin")
