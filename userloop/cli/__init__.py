@@ -77,11 +77,14 @@ def serve(
         err.print(f"[red]error[/red]: {db} is in use by another process (is a server already running?)")
         raise typer.Exit(1) from None
     url = f"http://{host}:{port}"
-    if show_credentials:
+    # first run: no admin account yet, so generate its password and print it (no default credential)
+    first_run = not store.query("SELECT 1 FROM admin_users WHERE username = 'admin'")
+    if show_credentials or first_run:
         password = secrets.token_urlsafe(12)
         store.set_admin_password("admin", password)
         out.print(f"\n[bold]userloop[/bold] is serving on [link={url}]{url}[/link]")
         out.print(f"  database:        {db}")
+        out.print(f"  console:         {url}/console/")
         out.print(f"  admin user:      admin\n  admin password:  {password}")
         for p in store.projects():
             out.print(f"  project {p.id} [bold]{p.name}[/bold] ({p.timezone})")
