@@ -58,7 +58,7 @@ def analysis_page(pg: Page) -> Response:
     view, error = None, None
     try:
         query, result = run(pg, kind, params)
-        view = results.present(kind, result, query, params.get("chart", "line"))
+        view = results.present(kind, result, query, params.get("chart", "line"), today(pg))
     except UserloopError as exc:
         if exc.status == 404:
             raise

@@ -169,7 +169,7 @@ def save(pg: Page) -> Response:
 @page("/p/{pid:int}/dashboards/{did:str}")
 def dashboard_page(pg: Page) -> Response:
     from userloop.web.console import results
-    from userloop.web.console.analysis import run
+    from userloop.web.console.analysis import run, today
 
     assert pg.project is not None
     did = pg.request.path_params["did"]
@@ -179,7 +179,7 @@ def dashboard_page(pg: Page) -> Response:
         item: dict[str, Any] = {**c, "qs": urlencode(c["params"]), "view": None, "error": None}
         try:
             query, result = run(pg, c["kind"], c["params"])
-            item["view"] = results.present(c["kind"], result, query, c["params"].get("chart", "line"))
+            item["view"] = results.present(c["kind"], result, query, c["params"].get("chart", "line"), today(pg))
             item["query"] = query
         except UserloopError as exc:
             item["error"] = exc

@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 # column types: how the HTML formats a value (the CSV writes it raw)
@@ -158,15 +159,31 @@ def _heat_color(pct: float | None) -> str:
     return f"rgba(58, 98, 215, {alpha:.2f})"
 
 
-def retention(r: dict[str, Any], q: dict[str, Any]) -> View:
+def period_start(start: str, k: int, interval: str) -> date:
+    """The first day of the k-th period after the cohort period that starts on ``start``."""
+    d = date.fromisoformat(start)
+    if interval == "day":
+        return d + timedelta(days=k)
+    if interval == "week":
+        return d + timedelta(weeks=k)
+    months = d.month - 1 + k
+    return date(d.year + months // 12, months % 12 + 1, 1)
+
+
+def retention(r: dict[str, Any], q: dict[str, Any], today: date | None = None) -> View:
+    """Cells of periods that have not begun yet (after ``today``) are left empty, not 0%."""
     n = r["periods"]
     cohorts = r["cohorts"]
+
+    def cell(c: dict[str, Any], k: int) -> tuple[Any, Any]:
+        if today is not None and period_start(c["start"], k, r.get("interval", "day")) > today:
+            return (None, None)
+        return (c["retained"][k], c["percentages"][k])
+
     table = Table("cohorts", "table.cohorts", [
         Column("start", "col.cohort"), Column("size", "col.persons", INT),
         *[Column(f"period_{k}", str(k), HEAT, literal=True) for k in range(n)],
-    ], [
-        [c["start"], c["size"], *[(c["retained"][k], c["percentages"][k]) for k in range(n)]] for c in cohorts
-    ])  # fmt: skip
+    ], [[c["start"], c["size"], *[cell(c, k) for k in range(n)]] for c in cohorts])  # fmt: skip
     avg = r.get("average") or []
     option = _axis([str(k) for k in range(n)], [{"name": "average %", "data": [
         None if a is None else round(a, 2) for a in avg]}])  # fmt: skip
@@ -187,13 +204,22 @@ def paths(r: dict[str, Any], q: dict[str, Any]) -> View:
     # ECharts needs unique node names: the same event at several steps gets zero-width spaces
     names = {n["id"]: n["name"] + "\u200b" * n["step"] if n["step"] >= 0 else n["name"] + "\u200c" * -n["step"]
              for n in r["nodes"]}  # fmt: skip
+    # only what the anchor reaches through the listed links (the top links per step): a node whose
+    # incoming links were cut would otherwise float at the left edge
+    reached = {n["id"] for n in r["nodes"] if n["step"] == 0}
+    while more := {x["target"] for x in r["links"] if x["source"] in reached} - reached:
+        reached |= more
+    nodes = [n for n in r["nodes"] if n["id"] in reached]
+    links = [x for x in r["links"] if x["source"] in reached and x["target"] in reached]
+    if r.get("direction") == "before":  # read left to right in time: earlier steps flow into the anchor
+        links = [{"source": x["target"], "target": x["source"], "value": x["value"]} for x in links]
     option = {
         "tooltip": {"trigger": "item"},
         "series": [{
             "type": "sankey", "left": 10, "right": 120, "top": 10, "bottom": 10, "nodeAlign": "left",
             "emphasis": {"focus": "adjacency"}, "lineStyle": {"color": "gradient", "curveness": 0.5},
-            "data": [{"name": names[n["id"]], "value": n["count"]} for n in r["nodes"]],
-            "links": [{"source": names[x["source"]], "target": names[x["target"]], "value": x["value"]} for x in r["links"]],
+            "data": [{"name": names[n["id"]], "value": n["count"]} for n in nodes],
+            "links": [{"source": names[x["source"]], "target": names[x["target"]], "value": x["value"]} for x in links],
         }],
     }  # fmt: skip
     top = Table("paths", "table.top_paths", [Column("path", "col.path"), Column("count", "col.count", INT)],
@@ -347,9 +373,12 @@ PRESENTERS: dict[str, Callable[..., View]] = {
 }  # fmt: skip
 
 
-def present(kind: str, result: dict[str, Any], query: dict[str, Any], chart_type: str = "line") -> View:
+def present(kind: str, result: dict[str, Any], query: dict[str, Any], chart_type: str = "line",
+            today: date | None = None) -> View:  # fmt: skip
     if kind == "trends":
         return trends(result, query, chart_type)
+    if kind == "retention":
+        return retention(result, query, today)
     return PRESENTERS[kind](result, query)
 
 
