@@ -30,7 +30,7 @@ from userloop.store.duckdb import Store
 from userloop.web.app import create_app
 
 PASSWORD = "screenshots-only"
-WIDTH, MAX_HEIGHT = 1360, 1500
+WIDTH, MAX_HEIGHT = 1360, 1100
 
 
 def prepare(db: Path, users: int, days: int) -> tuple[int, str]:
@@ -117,7 +117,6 @@ def main() -> None:
                 ("channels", f"{p}/analysis/channels?costs=douyin+%3D+3000%0Apaid_search+%3D+1500"),
                 ("people", f"{p}/people"),
                 ("layers", f"{p}/layers/lifecycle"),
-                ("segment", f"{p}/segments/beijing-readers"),
                 ("live", f"{p}/live"),
             ]
             for name, url in shots:
