@@ -69,7 +69,7 @@ def analysis_page(pg: Page) -> Response:
         form.values["date_from"], form.values["date_to"] = query["date_from"], query["date_to"]
     qs = urlencode(params)
     return pg.render(
-        "analysis.html", title=pg.t(f"kind.{kind}"), kind=kind, form=form, query=query, view=view, error=error,
+        "analysis.html", status=error.status if error else 200, title=pg.t(f"kind.{kind}"), kind=kind, form=form, query=query, view=view, error=error,
         catalog=cat, qs=qs, csv_base=pg.url(f"/analysis/{kind}/csv"), params=params,
         dashboards=list_dashboards(pg.store, pg.project.id) if pg.can("analyst") else [],
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from userloop.query.sql import COLUMNS
 from userloop.store.duckdb import Store
@@ -31,7 +32,7 @@ _lock = threading.Lock()
 _cache: dict[tuple[str, int], tuple[float, Catalog]] = {}
 
 
-def _names(store: Store, sql: str, params: list[object]) -> list[str]:
+def _names(store: Store, sql: str, params: list[Any]) -> list[str]:
     try:
         return [str(r["name"]) for r in store.query(sql, params)]
     except Exception:  # a capability's table may not exist in an older file  # noqa: BLE001

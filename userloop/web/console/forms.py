@@ -49,12 +49,12 @@ class Values:
         self.params = params
         self.defaults = defaults
 
-    def str(self, name: str) -> str:
+    def text(self, name: str) -> str:
         value = self.params.get(name)
         return (value if value is not None else self.defaults.get(name, "")).strip()
 
-    def int(self, name: str, lo: int, hi: int) -> int:
-        text = self.str(name)
+    def number(self, name: str, lo: int, hi: int) -> int:
+        text = self.text(name)
         try:
             value = int(text)
         except ValueError as exc:
@@ -70,10 +70,10 @@ def _opts(*values: str, prefix: str = "") -> tuple[tuple[str, str], ...]:
 
 def date_range(v: Values, today: date) -> tuple[date, date]:
     """Inclusive local dates: ``Nd`` is today and the N - 1 days before it; ``custom`` reads the dates."""
-    rng = v.str("range") or DEFAULT_RANGE
+    rng = v.text("range") or DEFAULT_RANGE
     if rng == "custom":
         try:
-            return date.fromisoformat(v.str("date_from")), date.fromisoformat(v.str("date_to"))
+            return date.fromisoformat(v.text("date_from")), date.fromisoformat(v.text("date_to"))
         except ValueError as exc:
             raise UserloopError("bad_date", "dates are YYYY-MM-DD", "date_from") from exc
     if rng not in RANGES:
@@ -96,17 +96,17 @@ def common_fields() -> list[Field]:
 
 
 def _filters(v: Values) -> list[dict[str, Any]]:
-    prop = v.str("f_prop")
+    prop = v.text("f_prop")
     if not prop:
         return []
-    op = v.str("f_op") or "="
-    text = v.str("f_val")
+    op = v.text("f_op") or "="
+    text = v.text("f_val")
     value: Any = None
     if op in ("in", "not_in"):
         value = [_scalar(x.strip()) for x in text.split(",") if x.strip()]
     elif op not in ("is_set", "is_not_set"):
         value = _scalar(text)
-    return [{"property": prop, "operator": op, "value": value, "type": v.str("f_type") or "event"}]
+    return [{"property": prop, "operator": op, "value": value, "type": v.text("f_type") or "event"}]
 
 
 def _scalar(text: str) -> Any:
@@ -121,8 +121,8 @@ def _scalar(text: str) -> Any:
 
 
 def _breakdown(v: Values, name: str = "bd") -> dict[str, Any] | None:
-    prop = v.str(name)
-    return {"property": prop, "type": v.str(name + "_type") or "event", "limit": 10} if prop else None
+    prop = v.text(name)
+    return {"property": prop, "type": v.text(name + "_type") or "event", "limit": 10} if prop else None
 
 
 def _pick(events: list[str], *wanted: str) -> str:
@@ -223,7 +223,11 @@ def form(kind: str, events: list[str], params: dict[str, str]) -> Form:
 
 
 def build(kind: str, project_id: int, params: dict[str, str], events: list[str], today: date) -> dict[str, Any]:
-    """The ``/api/query`` body of the form (or of its ``q`` parameter)."""
+    """The ``/api/query`` body of the form, or its ``q`` parameter (dates default to the form's range)."""
+    specs = fields(kind, events) + common_fields()
+    v = Values(params, {f.name: f.default for f in specs})
+    d0, d1 = date_range(v, today)
+    dates = {"date_from": d0.isoformat(), "date_to": d1.isoformat()}
     if params.get("q", "").strip():
         try:
             body = json.loads(params["q"])
@@ -231,11 +235,8 @@ def build(kind: str, project_id: int, params: dict[str, str], events: list[str],
             raise UserloopError("malformed_json", f"q is not valid JSON: {exc}", "q") from exc
         if not isinstance(body, dict):
             raise UserloopError("malformed_json", "q must be a JSON object", "q")
-        return {**body, "kind": kind, "project": project_id}
-    specs = fields(kind, events) + common_fields()
-    v = Values(params, {f.name: f.default for f in specs})
-    d0, d1 = date_range(v, today)
-    q: dict[str, Any] = {"kind": kind, "project": project_id, "date_from": d0.isoformat(), "date_to": d1.isoformat()}
+        return {**dates, **body, "kind": kind, "project": project_id}
+    q: dict[str, Any] = {"kind": kind, "project": project_id, **dates}
     if flt := _filters(v):
         q["filters"] = flt
     q.update(_BUILDERS[kind](v))
@@ -245,39 +246,39 @@ def build(kind: str, project_id: int, params: dict[str, str], events: list[str],
 def _trends(v: Values) -> dict[str, Any]:
     series = []
     for i in range(1, SERIES + 1):
-        if event := v.str(f"e{i}"):
-            s: dict[str, Any] = {"event": event, "math": v.str(f"m{i}") or "total"}
-            if prop := v.str(f"p{i}"):
+        if event := v.text(f"e{i}"):
+            s: dict[str, Any] = {"event": event, "math": v.text(f"m{i}") or "total"}
+            if prop := v.text(f"p{i}"):
                 s["property"] = prop
             series.append(s)
-    out: dict[str, Any] = {"series": series, "interval": v.str("interval") or "day", "compare": v.str("compare") == "1"}
+    out: dict[str, Any] = {"series": series, "interval": v.text("interval") or "day", "compare": v.text("compare") == "1"}
     if bd := _breakdown(v):
         out["breakdown"] = bd
     return out
 
 
 def _funnel(v: Values) -> dict[str, Any]:
-    steps = [{"event": e} for i in range(1, FUNNEL_STEPS + 1) if (e := v.str(f"s{i}"))]
-    out: dict[str, Any] = {"steps": steps, "window_seconds": v.int("window", 1, 366 * 86400)}
+    steps = [{"event": e} for i in range(1, FUNNEL_STEPS + 1) if (e := v.text(f"s{i}"))]
+    out: dict[str, Any] = {"steps": steps, "window_seconds": v.number("window", 1, 366 * 86400)}
     if bd := _breakdown(v):
         out["breakdown"] = bd
     return out
 
 
 def _distribution(v: Values) -> dict[str, Any]:
-    measure = v.str("measure") or "count"
+    measure = v.text("measure") or "count"
     if measure == "time_between":
-        return {"measure": measure, "from_event": v.str("from") or None, "to_event": v.str("to") or None}
-    out: dict[str, Any] = {"measure": measure, "event": v.str("event") or None}
+        return {"measure": measure, "from_event": v.text("from") or None, "to_event": v.text("to") or None}
+    out: dict[str, Any] = {"measure": measure, "event": v.text("event") or None}
     if measure == "sum":
-        out["property"] = v.str("property") or None
+        out["property"] = v.text("property") or None
     return out
 
 
 def _channels(v: Values) -> dict[str, Any]:
-    dimension = v.str("dimension") or "channel"
+    dimension = v.text("dimension") or "channel"
     costs = []
-    for n, line in enumerate(v.str("costs").splitlines()):
+    for n, line in enumerate(v.text("costs").splitlines()):
         if not line.strip():
             continue
         name, sep, amount = line.rpartition("=")
@@ -288,23 +289,23 @@ def _channels(v: Values) -> dict[str, Any]:
         if not sep or not name.strip() or cost < 0:
             raise UserloopError("bad_cost", f"line {n + 1}: write one 'value = cost' per line", "costs")
         costs.append({dimension: name.strip(), "cost": cost})
-    return {"attribution": v.str("attribution") or "first_touch", "dimension": dimension, "costs": costs}
+    return {"attribution": v.text("attribution") or "first_touch", "dimension": dimension, "costs": costs}
 
 
 _BUILDERS: dict[str, Any] = {
     "trends": _trends,
     "funnel": _funnel,
-    "retention": lambda v: {"start_event": v.str("start"), "return_event": v.str("ret"),
-                            "interval": v.str("interval") or "week", "periods": v.int("periods", 1, 400)},  # fmt: skip
-    "paths": lambda v: {("start_event" if v.str("direction") != "before" else "end_event"): v.str("anchor") or None,
-                        "steps": v.int("steps", 2, 20)},  # fmt: skip
-    "sessions": lambda v: {"interval": v.str("interval") or "day", "timeout_minutes": v.int("timeout", 1, 1440)},
-    "visitors": lambda v: {"interval": v.str("interval") or "day", **({"event": e} if (e := v.str("event")) else {})},
+    "retention": lambda v: {"start_event": v.text("start"), "return_event": v.text("ret"),
+                            "interval": v.text("interval") or "week", "periods": v.number("periods", 1, 400)},  # fmt: skip
+    "paths": lambda v: {("start_event" if v.text("direction") != "before" else "end_event"): v.text("anchor") or None,
+                        "steps": v.number("steps", 2, 20)},  # fmt: skip
+    "sessions": lambda v: {"interval": v.text("interval") or "day", "timeout_minutes": v.number("timeout", 1, 1440)},
+    "visitors": lambda v: {"interval": v.text("interval") or "day", **({"event": e} if (e := v.text("event")) else {})},
     "distribution": _distribution,
     "channels": _channels,
-    "content": lambda v: {"sort": v.str("sort") or "reads", "limit": v.int("limit", 1, 10000)},
-    "virality": lambda v: {"interval": v.str("interval") or "week"},
-    "ltv": lambda v: {"revenue_event": v.str("rev_event"), "revenue_property": v.str("rev_prop") or "revenue",
-                      "interval": v.str("interval") or "week", "periods": v.int("periods", 1, 400),
-                      **({"cohort_event": c} if (c := v.str("cohort_event")) else {})},  # fmt: skip
+    "content": lambda v: {"sort": v.text("sort") or "reads", "limit": v.number("limit", 1, 10000)},
+    "virality": lambda v: {"interval": v.text("interval") or "week"},
+    "ltv": lambda v: {"revenue_event": v.text("rev_event"), "revenue_property": v.text("rev_prop") or "revenue",
+                      "interval": v.text("interval") or "week", "periods": v.number("periods", 1, 400),
+                      **({"cohort_event": c} if (c := v.text("cohort_event")) else {})},  # fmt: skip
 }

@@ -21,7 +21,7 @@ from userloop.web.console.base import Page, page, redirect
 
 LAYER_EXAMPLE = json.dumps({"name": "rfm", "kind": "rfm", "description": "RFM over the last 90 days"})
 ALERT_EXAMPLE = json.dumps(
-    {"name": "dau-drop", "description": "daily active users fell by 20%",
+    {"name": "dau_drop", "description": "daily active users fell by 20%",
      "condition": {"type": "metric", "series": {"event": "$pageview", "math": "uv"}, "period_days": 7,
                    "direction": "down", "threshold": 0.2},
      "channels": [{"type": "webhook", "url": "http://127.0.0.1:9000/hook"}], "schedule": "cron:0 9 * * *"},
@@ -124,7 +124,7 @@ def alert_op(pg: Page) -> Response:
         rules = pg.action("alerts.list")["results"]
         log = pg.action("alerts.log", {"limit": 50})
         return pg.render("alerts.html", title=pg.t("nav.alerts"), rules=rules, log=log, example=ALERT_EXAMPLE,
-                         checked=checked)  # fmt: skip
+                         checked=checked, checked_name=name)  # fmt: skip
     if op == "delete":
         pg.action("alerts.delete", {"name": name})
         return redirect(pg.url("/alerts"))

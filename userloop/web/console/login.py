@@ -43,16 +43,15 @@ async def login(request: Request) -> Response:
         return render_public(request, "error.html", status=403, message=translate(lang, "error.csrf"), code="csrf")
     store = request.app.state.store
     if not await asyncio.to_thread(auth.check_login, store, username, password):
-        response = render_public(
+        return render_public(
             request, "login.html", status=401, error=translate(lang, "auth.failed"), login_csrf=cookie,
             next=target, username=username,
         )
-        return response
     token, _ = await asyncio.to_thread(auth.create_session, store, username.strip())
-    response = redirect(target)
-    set_cookie(request, response, auth.SESSION_COOKIE, token, auth.SESSION_DAYS * 86400)
-    response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/")
-    return response
+    done = redirect(target)
+    set_cookie(request, done, auth.SESSION_COOKIE, token, auth.SESSION_DAYS * 86400)
+    done.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/")
+    return done
 
 
 @page("/logout", methods=("POST",))

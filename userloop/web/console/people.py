@@ -43,7 +43,8 @@ def people_list(pg: Page) -> Response:
         params["search"] = search
     if segment := pg.params.get("segment", "").strip():
         params["segment"] = segment
-    error, listing = None, {"total": 0, "results": []}
+    error: UserloopError | None = None
+    listing: dict[str, Any] = {"total": 0, "results": []}
     try:
         listing = pg.action("persons.list", params)
     except UserloopError as exc:
