@@ -157,8 +157,9 @@ def custom_range(console: Console, days: int = 30) -> tuple[str, str]:
 def test_login_failure_then_success_and_logout(browser: Browser, console: Console) -> None:
     context = browser.new_context(locale="en-US")
     page = context.new_page()
-    page.goto(console.page_url("/overview"))  # not signed in: to the login page, coming back after
+    resp = page.goto(console.page_url("/overview"))  # not signed in: to the login page, coming back after
     assert "/console/login?next=" in page.url
+    assert resp is not None and (resp.headers["x-frame-options"], resp.headers["cache-control"]) == ("DENY", "no-store")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", "wrong password")
     page.click("#login-submit")

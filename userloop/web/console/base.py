@@ -34,6 +34,13 @@ from userloop.web.console import auth
 from userloop.web.console.i18n import LANG_COOKIE, LANGUAGES, Formatter, negotiate, translate
 
 PREFIX = "/console"
+# console pages hold private data and CSRF tokens: not cached, not framed by other sites
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 TEMPLATES = Path(__file__).parent / "templates"
 ROUTES: list[Route] = []
 
@@ -117,7 +124,7 @@ class Page:
             full_path=self.request.url.path + (f"?{self.request.url.query}" if self.request.url.query else ""),
             **values,
         )
-        return HTMLResponse(body, status_code=status)
+        return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -132,7 +139,7 @@ def render_public(request: Request, template: str, status: int = 200, **values: 
         project=None, user=None, nav=[], projects=[], path=request.url.path, full_path=request.url.path,
         **values,
     )
-    return HTMLResponse(body, status_code=status)
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
 def language(request: Request) -> str:
