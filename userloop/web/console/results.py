@@ -79,8 +79,8 @@ def _axis(dates: list[str], series: list[dict[str, Any]], kind: str = "line", st
 
 
 def _label(r: dict[str, Any]) -> str:
-    name = r.get("label") or r.get("event") or ""
-    if r.get("breakdown_value") is not None:
+    name = str(r.get("label") or r.get("event") or "")
+    if r.get("breakdown_value") is not None and str(r["breakdown_value"]) not in name:
         name += f" · {r['breakdown_value']}"
     if r.get("compare") == "previous":
         name += " (previous)"
@@ -106,8 +106,8 @@ def trends(r: dict[str, Any], q: dict[str, Any], chart_type: str = "line") -> Vi
          *(x["values"] + [None] * (len(dates) - len(x["values"])))[: len(dates)]]
         for x in rows
     ])  # fmt: skip
-    return View([Chart("trends", _axis(dates, series, "bar" if chart_type == "bar" else "line"))], [table],
-                [(_label(x), x["total"], NUM) for x in rows])  # fmt: skip
+    summary = [(_label(x), x["total"], NUM) for x in rows if x.get("breakdown_value") is None]  # a card per series
+    return View([Chart("trends", _axis(dates, series, "bar" if chart_type == "bar" else "line"))], [table], summary)
 
 
 def funnel(r: dict[str, Any], q: dict[str, Any]) -> View:
