@@ -279,6 +279,13 @@ def test_funnel_drop_off_becomes_a_segment(page: Page, console: Console) -> None
     assert int(page.locator("#member-count").get_attribute("data-count") or -1) == dropped > 0
     got = console.api("GET", "/api/segments/course-no-buy").json()
     assert got["member_count"] == dropped and got["type"] == "static"
+    # every analysis can be limited to a saved segment's members
+    page.goto(console.page_url(f"/analysis/trends?range=custom&date_from={d0}&date_to={d1}&e1=view_course&m1=uv"
+                               "&segment=course-no-buy"))  # fmt: skip
+    api = console.query({"kind": "trends", "date_from": d0, "date_to": d1, "segment": "course-no-buy",
+                         "series": [{"event": "view_course", "math": "uv"}]})  # fmt: skip
+    assert [parse_number(x) for x in column(page, "series", "total")] == [api["results"][0]["total"]]
+    assert api["results"][0]["total"] == dropped  # every member viewed a course in the range
 
 
 def test_segment_builder_live_count_equals_preview(page: Page, console: Console) -> None:

@@ -92,6 +92,7 @@ def common_fields() -> list[Field]:
         Field("f_prop", "form.filter", "property", group="filter"),
         Field("f_op", "form.operator", "select", tuple((o, o) for o in OPERATORS), "=", "filter"),
         Field("f_val", "form.value", group="filter"),
+        Field("segment", "form.segment", "segment", group="filter"),
     ]
 
 
@@ -239,6 +240,8 @@ def build(kind: str, project_id: int, params: dict[str, str], events: list[str],
     q: dict[str, Any] = {"kind": kind, "project": project_id, **dates}
     if flt := _filters(v):
         q["filters"] = flt
+    if segment := v.text("segment"):
+        q["segment"] = segment
     q.update(_BUILDERS[kind](v))
     return q
 

@@ -90,6 +90,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "form.filter": ("Filter property", "筛选属性"),
     "form.operator": ("Operator", "运算符"),
     "form.value": ("Value", "值"),
+    "form.segment": ("Only the segment", "仅限分群"),
     "form.event_property": ("event property", "事件属性"),
     "form.person_property": ("person property", "用户属性"),
     "form.event": ("Event", "事件"),
