@@ -1,8 +1,9 @@
 """The SQL of each layer kind: one SELECT of ``(person_id, layer, scores)`` as of a reference time.
 
-Every kind reads the project's events before the reference instant ``at`` (``events_sql``, persons
-resolved after merges) and aggregates per person in one pass; days are whole local calendar days in
-the project's time zone, counted from the local date of an event to the reference date ``day``.
+Every kind reads the project's events before the reference instant ``at`` (persons resolved after
+merges, as ``events_sql`` does) and aggregates per person in one pass (:func:`per_person`); days
+are whole local calendar days in the project's time zone, counted from the local date of an event
+to the reference date ``day``.
 See docs/people/layers.md for each kind's definition and precedence.
 """
 
@@ -76,6 +77,35 @@ def _amount(ctx: Ctx, prop: str) -> str:
     return f"TRY_CAST(json_extract_string(e.properties, {ctx.p(json_path(prop))}) AS DECIMAL(18, 4))"
 
 
+MAX, SUM = "max({})", "CAST(sum({}) AS BIGINT)"
+
+
+def per_person(
+    ctx: Ctx, start: datetime, end: datetime, events: list[str] | None, cols: dict[str, tuple[str, str]]
+) -> str:
+    """Per-person aggregates of the project's events in [start, end), persons resolved after merges.
+
+    ``cols``: name -> (aggregate over events ``e``, how to combine it: :data:`MAX` or :data:`SUM`).
+    Two steps: aggregate per stored ``(distinct_id, person_id)``, then resolve each group's person
+    (``coalesce(person_overrides, events.person_id)``, as ``events_sql`` does per event) and combine.
+    The same result as resolving every event first, with the override join on a million groups
+    instead of ten million events (about half the time of the whole aggregate at 10M events).
+    """
+    pid = ctx.p(ctx.project.id)
+    where = [f"e.project_id = {pid}", f"e.timestamp >= {ctx.p(start)}", f"e.timestamp < {ctx.p(end)}"]
+    if events is not None:
+        where.append(_is(ctx, events))
+    inner = ", ".join(f"{expr} AS {name}" for name, (expr, _) in cols.items())
+    outer = ", ".join(f"{combine.format(name)} AS {name}" for name, (_, combine) in cols.items())
+    return f"""
+        SELECT coalesce(o.person_id, d.person_id) AS person_id, {outer}
+        FROM (SELECT e.distinct_id, e.person_id, {inner} FROM events e WHERE {" AND ".join(where)}
+              GROUP BY e.distinct_id, e.person_id) d
+        LEFT JOIN person_overrides o ON o.project_id = {pid} AND o.distinct_id = d.distinct_id
+        WHERE coalesce(o.person_id, d.person_id) IS NOT NULL
+        GROUP BY 1"""
+
+
 def _case(ctx: Ctx, expr: str, mapping: dict[int, str]) -> str:
     whens = " ".join(f"WHEN {k} THEN {ctx.p(v)}" for k, v in mapping.items())
     return f"CASE {expr} {whens} END"
@@ -91,24 +121,26 @@ def rfm_sql(ctx: Ctx, p: RfmParams, ref: Ref) -> str:
     the number of purchases; M by the sum of ``amount_property``. The group comes from
     :data:`RFM_GROUPS` on (R, FM), FM being ``(F + M + 1) // 2`` (or F alone with ``group_by="f"``).
     """
-    start = _start(ctx, ref, p.window_days)
-    base = events_sql(ctx, start, ref.at, events=[p.purchase_event])
+    agg = per_person(
+        ctx, _start(ctx, ref, p.window_days), ref.at, [p.purchase_event],
+        {"last_purchase": ("max(e.timestamp)", MAX), "frequency": ("count(*)", SUM),
+         "monetary": (f"sum({_amount(ctx, p.amount_property)})", "coalesce(sum({}), 0)")},
+    )  # fmt: skip
     fm = "(f + m + 1) // 2" if p.group_by == "fm" else "f"
     grid = {r * 10 + x: g for (r, x), g in RFM_GROUPS.items()}
+    # ties are broken by person id; its rank (an integer) sorts faster than the text three times
     return f"""
-        WITH agg AS (
-            SELECT e.person_id, max(e.timestamp) AS last_purchase, count(*) AS frequency,
-                   coalesce(sum({_amount(ctx, p.amount_property)}), 0) AS monetary
-            FROM ({base}) e GROUP BY e.person_id
-        ), d AS (
-            SELECT *, {_days_since(ctx, "last_purchase", ref)} AS recency_days FROM agg
+        WITH agg AS ({agg}), d AS (
+            SELECT *, {_days_since(ctx, "last_purchase", ref)} AS recency_days,
+                      row_number() OVER (ORDER BY person_id) AS pk
+            FROM agg
         ), s AS (
-            SELECT *, ntile(5) OVER (ORDER BY recency_days DESC, person_id) AS r,
-                      ntile(5) OVER (ORDER BY frequency, person_id) AS f,
-                      ntile(5) OVER (ORDER BY monetary, person_id) AS m
+            SELECT *, ntile(5) OVER (ORDER BY recency_days DESC, pk) AS r,
+                      ntile(5) OVER (ORDER BY frequency, pk) AS f,
+                      ntile(5) OVER (ORDER BY monetary, pk) AS m
             FROM d
         )
-        SELECT *, {_case(ctx, f"r * 10 + {fm}", grid)} AS grp FROM s"""
+        SELECT * EXCLUDE (pk), {_case(ctx, f"r * 10 + {fm}", grid)} AS grp FROM s"""
 
 
 def _rfm_scores(prefix: str = "") -> str:
@@ -133,8 +165,7 @@ def lifecycle_sql(ctx: Ctx, p: LifecycleParams, ref: Ref) -> str:
     if p.activity_events is not None:
         names = [*p.activity_events, p.follow_event, p.signup_event, p.purchase_event]
         names += [p.unfollow_event] if p.unfollow_event else []
-    base = events_sql(ctx, EPOCH, ref.at, events=names)
-    unfollow = f"max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.unfollow_event)})" if p.unfollow_event else "NULL"
+    unfollow = f"max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.unfollow_event)})" if p.unfollow_event else None
     layer = f"""CASE WHEN inactive_days >= {ctx.p(p.churned_days)} THEN {ctx.p("churned")}
                      WHEN purchases > 0 AND inactive_days >= {ctx.p(p.sleeping_days)} THEN {ctx.p("sleeping")}
                      WHEN purchases > 0 THEN {ctx.p("buying")}
@@ -146,15 +177,16 @@ def lifecycle_sql(ctx: Ctx, p: LifecycleParams, ref: Ref) -> str:
         "json_object('inactive_days', inactive_days, 'purchases', purchases, 'signed_up', signups > 0, "
         "'following', last_follow IS NOT NULL AND (last_unfollow IS NULL OR last_follow > last_unfollow)"
     )
+    agg = per_person(
+        ctx, EPOCH, ref.at, names,
+        {"last_active": (f"max(e.timestamp) FILTER (WHERE {_activity(ctx, p)})", MAX),
+         "last_follow": (f"max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.follow_event)})", MAX),
+         "last_unfollow": (unfollow or "CAST(NULL AS TIMESTAMPTZ)", MAX),
+         "signups": (f"count(*) FILTER (WHERE e.event = {ctx.p(p.signup_event)})", SUM),
+         "purchases": (f"count(*) FILTER (WHERE e.event = {ctx.p(p.purchase_event)})", SUM)},
+    )  # fmt: skip
     sql = f"""
-        WITH agg AS (
-            SELECT e.person_id, max(e.timestamp) FILTER (WHERE {_activity(ctx, p)}) AS last_active,
-                   max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.follow_event)}) AS last_follow,
-                   {unfollow} AS last_unfollow,
-                   count(*) FILTER (WHERE e.event = {ctx.p(p.signup_event)}) AS signups,
-                   count(*) FILTER (WHERE e.event = {ctx.p(p.purchase_event)}) AS purchases
-            FROM ({base}) e GROUP BY e.person_id
-        ), d AS (
+        WITH agg AS ({agg}), d AS (
             SELECT *, {_days_since(ctx, "last_active", ref)} AS inactive_days, {layer} AS layer
             FROM agg WHERE last_active IS NOT NULL
         )"""
@@ -213,7 +245,10 @@ def value_frequency_sql(ctx: Ctx, p: ValueFrequencyParams, ref: Ref) -> str:
     """Buyers in the window: high frequency when purchases >= the frequency threshold, high value
     when value (sum of the amounts, or their average per purchase) >= the value threshold; a
     threshold is a number or ``"median"`` (the median over the buyers, interpolated)."""
-    base = events_sql(ctx, _start(ctx, ref, p.window_days), ref.at, events=[p.purchase_event])
+    agg = per_person(
+        ctx, _start(ctx, ref, p.window_days), ref.at, [p.purchase_event],
+        {"frequency": ("count(*)", SUM), "total": (f"sum({_amount(ctx, p.amount_property)})", "coalesce(sum({}), 0)")},
+    )
     value = "CAST(total AS DOUBLE)" if p.value == "sum" else "CAST(total AS DOUBLE) / frequency"
 
     def threshold(t: float | str, col: str) -> str:
@@ -221,10 +256,7 @@ def value_frequency_sql(ctx: Ctx, p: ValueFrequencyParams, ref: Ref) -> str:
 
     hf, hv = "frequency >= t.ft", "value >= t.vt"
     return f"""
-        WITH agg AS (
-            SELECT e.person_id, count(*) AS frequency, coalesce(sum({_amount(ctx, p.amount_property)}), 0) AS total
-            FROM ({base}) e GROUP BY e.person_id
-        ), v AS (SELECT person_id, frequency, {value} AS value FROM agg),
+        WITH agg AS ({agg}), v AS (SELECT person_id, frequency, {value} AS value FROM agg),
         t AS (SELECT {threshold(p.frequency_threshold, "frequency")} AS ft, {threshold(p.value_threshold, "value")} AS vt)
         SELECT person_id,
                CASE WHEN {hf} AND {hv} THEN {ctx.p("high_frequency_high_value")}
@@ -244,16 +276,16 @@ def promotion_sql(ctx: Ctx, p: PromotionParams, ref: Ref) -> str:
     set and not empty) and the coupons they collected: fanatic (share >= ``fanatic_share`` and
     collected >= ``fanatic_collected``), sensitive (share >= ``sensitive_share``), neutral (some
     coupon use), indifferent (none)."""
-    base = events_sql(ctx, _start(ctx, ref, p.window_days), ref.at, events=[p.purchase_event, p.collect_event])
     coupon = f"nullif(json_extract_string(e.properties, {ctx.p(json_path(p.coupon_property))}), '')"
     buy = f"e.event = {ctx.p(p.purchase_event)}"
+    agg = per_person(
+        ctx, _start(ctx, ref, p.window_days), ref.at, [p.purchase_event, p.collect_event],
+        {"purchases": (f"count(*) FILTER (WHERE {buy})", SUM),
+         "coupon_purchases": (f"count(*) FILTER (WHERE {buy} AND {coupon} IS NOT NULL)", SUM),
+         "collected": (f"count(*) FILTER (WHERE e.event = {ctx.p(p.collect_event)})", SUM)},
+    )  # fmt: skip
     return f"""
-        WITH agg AS (
-            SELECT e.person_id, count(*) FILTER (WHERE {buy}) AS purchases,
-                   count(*) FILTER (WHERE {buy} AND {coupon} IS NOT NULL) AS coupon_purchases,
-                   count(*) FILTER (WHERE e.event = {ctx.p(p.collect_event)}) AS collected
-            FROM ({base}) e GROUP BY e.person_id
-        ), s AS (
+        WITH agg AS ({agg}), s AS (
             SELECT *, coupon_purchases / purchases AS share FROM agg WHERE purchases > 0
         )
         SELECT person_id,

@@ -284,11 +284,7 @@ def compute(store: Store, project: Project, name: Any, as_of: Any = None) -> dic
         counts = dict(cur.execute("SELECT layer, count(*) FROM _ln GROUP BY layer").fetchall())
         total = sum(counts.values())
         if latest:
-            cur.execute("DELETE FROM layer_members WHERE project_id = ? AND model = ?", [project.id, m.name])
-            cur.execute(
-                "INSERT INTO layer_members SELECT ?, ?, person_id, layer, scores, ? FROM _ln",
-                [project.id, m.name, now],
-            )
+            _replace_members(cur, project.id, m.name, now)
             cur.execute(
                 "UPDATE layer_models SET member_count = ?, computed_at = ?, as_of = ? WHERE project_id = ? AND name = ?",
                 [total, now, ref.at, project.id, m.name],
@@ -309,6 +305,14 @@ def compute(store: Store, project: Project, name: Any, as_of: Any = None) -> dic
         "counts": {k: int(counts.get(k, 0)) for k in layer_names(m.kind, m.params)},
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _replace_members(cur: duckdb.DuckDBPyConnection, project_id: int, model: str, now: datetime) -> None:
+    """``layer_members`` of the model := ``_ln`` (the table has no index: see schema_layers.py)."""
+    cur.execute("DELETE FROM layer_members WHERE project_id = ? AND model = ?", [project_id, model])
+    cur.execute(
+        "INSERT INTO layer_members SELECT ?, ?, person_id, layer, scores, ? FROM _ln", [project_id, model, now]
+    )
 
 
 # -- reads ----------------------------------------------------------------------------------------
