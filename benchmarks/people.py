@@ -49,7 +49,18 @@ DAYS = 120
 FIRST_DAY = date(2026, 1, 1)
 RECOMPUTE_TARGET_S = 10.0
 PREVIEW_TARGET_S = 1.0
-CITIES = ["Beijing", "Shanghai", "Guangzhou", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan", "Xian", "Nanjing", "Tianjin"]
+CITIES = [
+    "Beijing",
+    "Shanghai",
+    "Guangzhou",
+    "Shenzhen",
+    "Hangzhou",
+    "Chengdu",
+    "Wuhan",
+    "Xian",
+    "Nanjing",
+    "Tianjin",
+]
 BRANDS = ["Shiseido", "Lancome", "Estee", "Clinique", "SK-II", "Loreal", "Nivea", "Olay", "Dior", "Chanel"]
 # (event, cumulative share in thousandths)
 MIX = [("visit", 500), ("view_item", 700), ("cart", 780), ("purchase", 880), ("receive_coupon", 940),
@@ -121,7 +132,9 @@ def build(path: Path, n_events: int, n_persons: int) -> tuple[Store, Project]:
         f"WHERE project_id = {pid} AND event IN ('purchase', 'receive_coupon')"
     )
     cur.execute(f"INSERT INTO identities SELECT {pid}, distinct_id, person_id FROM _ids")
-    cur.execute(f"INSERT INTO person_overrides SELECT {pid}, distinct_id, person_id FROM _ids WHERE person_id <> own")
+    cur.execute(
+        f"INSERT INTO person_overrides SELECT {pid}, distinct_id, person_id FROM _ids WHERE person_id <> own"
+    )
     cities = "[" + ", ".join(f"'{c}'" for c in CITIES) + "]"
     cur.execute(
         f"""INSERT INTO persons
@@ -138,12 +151,16 @@ def build(path: Path, n_events: int, n_persons: int) -> tuple[Store, Project]:
 # -- timings --------------------------------------------------------------------------------------
 
 
-def bench_layers(store: Store, project: Project, models: dict[str, dict[str, Any]], as_of: date) -> dict[str, Any]:
+def bench_layers(
+    store: Store, project: Project, models: dict[str, dict[str, Any]], as_of: date
+) -> dict[str, Any]:
     """Create and compute each model as of ``as_of``, then compute it again a day later."""
     ctx = ActionContext(store=store, writer=None, project=project)
     out: dict[str, Any] = {}
     for name, definition in models.items():
-        if store.query("SELECT 1 AS x FROM layer_models WHERE project_id = ? AND name = ?", [project.id, name]):
+        if store.query(
+            "SELECT 1 AS x FROM layer_models WHERE project_id = ? AND name = ?", [project.id, name]
+        ):
             run_action("layers.delete", ctx, {"name": name})  # a kept file from an earlier run
         run_action("layers.create", ctx, {"name": name, **definition})
         t0 = time.perf_counter()
@@ -217,13 +234,17 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, default=str))
         return
-    print(f"{n:,} events, {persons:,} persons, built in {load_s:.1f} s; {os.cpu_count()} CPUs, DuckDB threads {threads}")
+    print(
+        f"{n:,} events, {persons:,} persons, built in {load_s:.1f} s; {os.cpu_count()} CPUs, DuckDB threads {threads}"
+    )
     print(f"{'model':18} {'kind':16} {'members':>10} {'first (s)':>10} {'next day (s)':>13} {'changed':>10}")
     for name, r in layers.items():
         print(f"{name:18} {r['kind']:16} {r['members']:>10,} {r['first_s']:>10.2f} {r['recompute_s']:>13.2f} "
               f"{r['changed_next_day']:>10,}")  # fmt: skip
     status = "met" if result["recompute_met"] else "MISSED"
-    print(f"RFM + lifecycle: first {first:.2f} s, next day {recompute:.2f} s (target <= {RECOMPUTE_TARGET_S} s: {status})")
+    print(
+        f"RFM + lifecycle: first {first:.2f} s, next day {recompute:.2f} s (target <= {RECOMPUTE_TARGET_S} s: {status})"
+    )
     if preview is None:
         print("segment preview: n/a (benchmarks/people_segments.py is not in this checkout)")
     else:

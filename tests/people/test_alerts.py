@@ -140,9 +140,14 @@ def flow_rule(name: str, threshold: float, channels: list[dict[str, Any]], **ove
                           "window_days": 7, "threshold": threshold}, **over}  # fmt: skip
 
 
-def test_layer_flow_fires_and_delivers_by_webhook_and_email(w: World, receiver: Receiver, smtp: Inbox) -> None:
+def test_layer_flow_fires_and_delivers_by_webhook_and_email(
+    w: World, receiver: Receiver, smtp: Inbox
+) -> None:
     shop_with_a_flow(w)
-    channels = [{"type": "webhook", "url": receiver.url + "/hook", "headers": {"X-Token": "t0k"}}, email_channel(smtp)]
+    channels = [
+        {"type": "webhook", "url": receiver.url + "/hook", "headers": {"X-Token": "t0k"}},
+        email_channel(smtp),
+    ]
     alerts.create(w.store, w.project, flow_rule("flow", 0.05, channels))
     alerts.create(w.store, w.project, flow_rule("quiet", 0.15, channels))  # 15% is not more than 15%
 
@@ -157,13 +162,21 @@ def test_layer_flow_fires_and_delivers_by_webhook_and_email(w: World, receiver: 
     body = hook["json"]
     assert hook["path"] == "/hook" and hook["headers"]["X-Token"] == "t0k"
     assert body["rule"] == "flow" and body["project"] == {"id": w.project.id, "name": "shop"}
-    assert body["value"] == pytest.approx(0.15) and body["threshold"] == 0.05 and body["log_id"] == got["log_id"]
+    assert (
+        body["value"] == pytest.approx(0.15) and body["threshold"] == 0.05 and body["log_id"] == got["log_id"]
+    )
     assert body["details"]["moved"] == 3 and body["condition"]["to"] == ["sleeping", "churned"]
     assert body["message"].startswith("15.0% of 20 persons of life in buying")
 
     (sender, rcpts, msg, login) = smtp.messages[0]
-    assert (sender, rcpts, login) == ("userloop@example.com", ["ops@example.com", "lead@example.com"], b"alerts")
-    assert msg["Subject"] == "[userloop] alert flow: shop" and msg["To"] == "ops@example.com, lead@example.com"
+    assert (sender, rcpts, login) == (
+        "userloop@example.com",
+        ["ops@example.com", "lead@example.com"],
+        b"alerts",
+    )
+    assert (
+        msg["Subject"] == "[userloop] alert flow: shop" and msg["To"] == "ops@example.com, lead@example.com"
+    )
     text = msg.get_payload(decode=True).decode()
     assert body["message"] in text and '"moved": 3' in text
 
@@ -178,7 +191,9 @@ def test_layer_flow_fires_and_delivers_by_webhook_and_email(w: World, receiver: 
     assert rule["channels"][1]["password"] == "***" and rule["channels"][0]["headers"] == {"X-Token": "***"}
 
 
-def test_failed_deliveries_are_logged_and_do_not_stop_the_others(w: World, receiver: Receiver, smtp: Inbox) -> None:
+def test_failed_deliveries_are_logged_and_do_not_stop_the_others(
+    w: World, receiver: Receiver, smtp: Inbox
+) -> None:
     shop_with_a_flow(w)
     channels = [
         {"type": "webhook", "url": receiver.url + "/fail"},
@@ -202,22 +217,49 @@ def test_dau_down_week_over_week(w: World, receiver: Receiver) -> None:
         users = 7 if back <= 7 else 10
         events += [{"distinct_id": f"u{i}", "event": "$pageview", "ts": at(today - timedelta(days=back), 9 + i % 3)}
                    for i in range(users)]  # fmt: skip
-        events += [{"distinct_id": "u0", "event": "$pageview", "ts": at(today - timedelta(days=back), 20)}]  # twice
-    events += [{"distinct_id": f"t{i}", "event": "$pageview", "ts": at(today, 0)} for i in range(50)]  # today: ignored
+        events += [
+            {"distinct_id": "u0", "event": "$pageview", "ts": at(today - timedelta(days=back), 20)}
+        ]  # twice
+    events += [
+        {"distinct_id": f"t{i}", "event": "$pageview", "ts": at(today, 0)} for i in range(50)
+    ]  # today: ignored
     w.add(events)
     hook = [{"type": "webhook", "url": receiver.url + "/dau"}]
     dau = {"type": "metric", "series": {"event": "$pageview", "math": "uv"}, "threshold": 0.2}
     alerts.create(w.store, w.project, {"name": "dau", "condition": dau, "channels": hook})
-    alerts.create(w.store, w.project, {"name": "dau_up", "condition": {**dau, "direction": "up"}, "channels": hook})
-    alerts.create(w.store, w.project, {"name": "dau_40", "condition": {**dau, "threshold": 0.4}, "channels": hook})
-    alerts.create(w.store, w.project, {"name": "events_today", "channels": hook, "condition": {
-        **dau, "series": {"event": "$pageview"}, "value": "last_day", "include_today": True, "direction": "up"}})
+    alerts.create(
+        w.store, w.project, {"name": "dau_up", "condition": {**dau, "direction": "up"}, "channels": hook}
+    )
+    alerts.create(
+        w.store, w.project, {"name": "dau_40", "condition": {**dau, "threshold": 0.4}, "channels": hook}
+    )
+    alerts.create(
+        w.store,
+        w.project,
+        {
+            "name": "events_today",
+            "channels": hook,
+            "condition": {
+                **dau,
+                "series": {"event": "$pageview"},
+                "value": "last_day",
+                "include_today": True,
+                "direction": "up",
+            },
+        },
+    )
 
     got = alerts.check(w.store, w.project, "dau")
     assert got["fired"] and got["value"] == pytest.approx(-0.3)
     assert (got["details"]["current"], got["details"]["previous"]) == (7, 10)
-    assert got["details"]["current_period"] == [str(today - timedelta(days=7)), str(today - timedelta(days=1))]
-    assert got["details"]["previous_period"] == [str(today - timedelta(days=14)), str(today - timedelta(days=8))]
+    assert got["details"]["current_period"] == [
+        str(today - timedelta(days=7)),
+        str(today - timedelta(days=1)),
+    ]
+    assert got["details"]["previous_period"] == [
+        str(today - timedelta(days=14)),
+        str(today - timedelta(days=8)),
+    ]
     assert not alerts.check(w.store, w.project, "dau_up")["fired"]
     assert not alerts.check(w.store, w.project, "dau_40")["fired"]
     # today's 50 events against the same weekday last week (8 events: 7 users, u0 twice)
@@ -284,24 +326,55 @@ METRIC = {"type": "metric", "series": {"event": "purchase", "math": "uv"}, "thre
     ("definition", "code", "field"),
     [
         ({"name": "a", "condition": {**FLOW, "model": "nope"}}, "unknown_layer_model", "condition.model"),
-        ({"name": "a", "condition": {**FLOW, "to": ["sleeping", "asleep"]}}, "unknown_layer", "condition.to[1]"),
+        (
+            {"name": "a", "condition": {**FLOW, "to": ["sleeping", "asleep"]}},
+            "unknown_layer",
+            "condition.to[1]",
+        ),
         ({"name": "a", "condition": {**FLOW, "from": []}}, "invalid_field", "condition.from"),
         ({"name": "a", "condition": {**FLOW, "threshold": 5}}, "invalid_field", "condition.threshold"),
         ({"name": "a", "condition": {**FLOW, "type": "weather"}}, "invalid_field", "condition.type"),
         ({"name": "a", "condition": {"model": "life"}}, "missing_field", "condition.type"),
-        ({"name": "a", "condition": {**METRIC, "series": {"event": "nope"}}}, "unknown_event", "condition.series.event"),
-        ({"name": "a", "condition": {**METRIC, "series": {"event": "purchase", "math": "sum"}}}, "property_required",
-         "condition.series.property"),
-        ({"name": "a", "condition": {**METRIC, "filters": [{"property": "colour", "value": "red"}]}},
-         "unknown_property", "condition.filters[0].property"),
-        ({"name": "a", "condition": {**METRIC, "direction": "sideways"}}, "invalid_field", "condition.direction"),
-        ({"name": "a", "condition": METRIC, "channels": [{"type": "webhook", "url": "ftp://x"}]}, "invalid_url",
-         "channels[0].url"),
-        ({"name": "a", "condition": METRIC, "channels": [{"type": "email", "to": ["ops"]}]}, "invalid_email",
-         "channels[0].to[0]"),
-        ({"name": "a", "condition": METRIC, "channels": [{"type": "sms", "to": "1"}]}, "invalid_field",
-         "channels[0].type"),
-        ({"name": "a", "condition": METRIC, "channels": [{"url": "http://x"}]}, "missing_field", "channels[0].type"),
+        (
+            {"name": "a", "condition": {**METRIC, "series": {"event": "nope"}}},
+            "unknown_event",
+            "condition.series.event",
+        ),
+        (
+            {"name": "a", "condition": {**METRIC, "series": {"event": "purchase", "math": "sum"}}},
+            "property_required",
+            "condition.series.property",
+        ),
+        (
+            {"name": "a", "condition": {**METRIC, "filters": [{"property": "colour", "value": "red"}]}},
+            "unknown_property",
+            "condition.filters[0].property",
+        ),
+        (
+            {"name": "a", "condition": {**METRIC, "direction": "sideways"}},
+            "invalid_field",
+            "condition.direction",
+        ),
+        (
+            {"name": "a", "condition": METRIC, "channels": [{"type": "webhook", "url": "ftp://x"}]},
+            "invalid_url",
+            "channels[0].url",
+        ),
+        (
+            {"name": "a", "condition": METRIC, "channels": [{"type": "email", "to": ["ops"]}]},
+            "invalid_email",
+            "channels[0].to[0]",
+        ),
+        (
+            {"name": "a", "condition": METRIC, "channels": [{"type": "sms", "to": "1"}]},
+            "invalid_field",
+            "channels[0].type",
+        ),
+        (
+            {"name": "a", "condition": METRIC, "channels": [{"url": "http://x"}]},
+            "missing_field",
+            "channels[0].type",
+        ),
         ({"name": "a", "condition": METRIC, "schedule": "interval:0"}, "invalid_schedule", "schedule"),
         ({"name": "a", "condition": METRIC, "cooldown_minutes": -1}, "invalid_field", "cooldown_minutes"),
         ({"name": "log", "condition": METRIC}, "invalid_name", "name"),
@@ -311,7 +384,9 @@ METRIC = {"type": "metric", "series": {"event": "purchase", "math": "uv"}, "thre
 def test_invalid_rules_name_the_field_and_save_nothing(
     w: World, definition: dict[str, Any], code: str, field: str
 ) -> None:
-    w.add([{"distinct_id": "a", "event": "purchase", "ts": at(date(2024, 5, 1)), "properties": {"amount": 1}}])
+    w.add(
+        [{"distinct_id": "a", "event": "purchase", "ts": at(date(2024, 5, 1)), "properties": {"amount": 1}}]
+    )
     layers.create(w.store, w.project, {"name": "life", "kind": "lifecycle"})
     err = error_of(alerts.create, w.store, w.project, definition)
     assert (err.code, err.field, err.status) == (code, field, 400), err.message
@@ -319,14 +394,20 @@ def test_invalid_rules_name_the_field_and_save_nothing(
 
 
 def test_update_delete_and_models_in_use(w: World) -> None:
-    w.add([{"distinct_id": "a", "event": "purchase", "ts": at(date(2024, 5, 1)), "properties": {"amount": 1}}])
+    w.add(
+        [{"distinct_id": "a", "event": "purchase", "ts": at(date(2024, 5, 1)), "properties": {"amount": 1}}]
+    )
     layers.create(w.store, w.project, {"name": "life", "kind": "lifecycle"})
-    alerts.create(w.store, w.project, {"name": "flow", "condition": FLOW, "channels": [email_channel(Inbox(port=25))]})
+    alerts.create(
+        w.store, w.project, {"name": "flow", "condition": FLOW, "channels": [email_channel(Inbox(port=25))]}
+    )
     err = error_of(alerts.create, w.store, w.project, {"name": "flow", "condition": METRIC})
     assert (err.code, err.status) == ("alert_rule_exists", 409)
     err = error_of(layers.delete, w.store, w.project, "life")
     assert (err.code, err.status) == ("layer_model_in_use", 409) and "flow" in err.message
-    err = error_of(alerts.update, w.store, w.project, {"name": "flow", "condition": {**FLOW, "threshold": -1}})
+    err = error_of(
+        alerts.update, w.store, w.project, {"name": "flow", "condition": {**FLOW, "threshold": -1}}
+    )
     assert err.field == "condition.threshold"
     got = alerts.update(w.store, w.project, {"name": "flow", "condition": METRIC, "cooldown_minutes": 5})
     assert got["condition"]["type"] == "metric" and got["cooldown_minutes"] == 5

@@ -73,16 +73,42 @@ def test_alerts_rest(live_server: LiveServer, receiver: Receiver) -> None:  # no
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
-        ({"name": "x", "condition": {"type": "metric", "series": {"event": "nope"}, "threshold": 0.1}}, 400,
-         "unknown_event", "condition.series.event"),
-        ({"name": "x", "condition": {"type": "layer_flow", "model": "life", "from": ["vip"], "to": ["none"],
-                                     "threshold": 0.1}}, 400, "unknown_layer", "condition.from[0]"),
-        ({"name": "x", "condition": {"type": "metric", "series": {"event": "purchase"}, "threshold": 0.1},
-          "channels": [{"type": "webhook", "url": "http://x", "retries": 3}]}, 400, "unknown_field",
-         "channels[0].retries"),
+        (
+            {"name": "x", "condition": {"type": "metric", "series": {"event": "nope"}, "threshold": 0.1}},
+            400,
+            "unknown_event",
+            "condition.series.event",
+        ),
+        (
+            {
+                "name": "x",
+                "condition": {
+                    "type": "layer_flow",
+                    "model": "life",
+                    "from": ["vip"],
+                    "to": ["none"],
+                    "threshold": 0.1,
+                },
+            },
+            400,
+            "unknown_layer",
+            "condition.from[0]",
+        ),
+        (
+            {
+                "name": "x",
+                "condition": {"type": "metric", "series": {"event": "purchase"}, "threshold": 0.1},
+                "channels": [{"type": "webhook", "url": "http://x", "retries": 3}],
+            },
+            400,
+            "unknown_field",
+            "channels[0].retries",
+        ),
     ],
 )
-def test_alerts_rest_errors(live_server: LiveServer, body: dict[str, Any], status: int, code: str, field: str) -> None:
+def test_alerts_rest_errors(
+    live_server: LiveServer, body: dict[str, Any], status: int, code: str, field: str
+) -> None:
     flow_shop(live_server)
     resp = api(live_server, "POST", "/api/alerts", json=body)
     assert resp.status_code == status
@@ -122,7 +148,9 @@ def test_alerts_cli_on_the_file(tmp_path: Path, receiver: Receiver) -> None:  # 
     assert invoke("alerts", "create", str(rule), "--project", pid, "--db", d)["schedule"] == "interval:3600"
     assert [r["name"] for r in invoke("alerts", "list", "--project", pid, "--db", d)["results"]] == ["orders"]
     dry = invoke("alerts", "check", "orders", "--dry-run", "--project", pid, "--db", d)
-    assert dry["fired"] and dry["value"] == -0.5 and dry["details"]["current"] == 14 and receiver.requests == []
+    assert (
+        dry["fired"] and dry["value"] == -0.5 and dry["details"]["current"] == 14 and receiver.requests == []
+    )
     fired = invoke("alerts", "check", "orders", "--project", pid, "--db", d)
     assert fired["log_id"] and receiver.requests[0]["json"]["rule"] == "orders"
     assert invoke("alerts", "log", "--project", pid, "--db", d)["results"][0]["id"] == fired["log_id"]

@@ -71,31 +71,41 @@ def members_by_did(w: World, model: str) -> dict[str, dict[str, Any]]:
 
 def test_lifecycle_layers_by_hand(w: World) -> None:
     """As of 2024-03-31 (events before that local day), sleeping after 30 days, churned after 90."""
-    w.add([
-        ev("pot", "$pageview", "2024-03-20 10:00"),
-        ev("fol", "follow", "2024-03-20 10:00"),
-        ev("unf", "follow", "2024-03-01 10:00"), ev("unf", "unfollow", "2024-03-05 10:00"),
-        ev("unf", "$pageview", "2024-03-25 10:00"),
-        ev("refol", "follow", "2024-03-01 10:00"), ev("refol", "unfollow", "2024-03-05 10:00"),
-        ev("refol", "follow", "2024-03-10 10:00"),
-        ev("reg", "follow", "2024-03-01 10:00"), ev("reg", "sign_up", "2024-03-02 10:00"),
-        ev("buy", "purchase", "2024-03-29 10:00", amount=10),
-        # last activity on local day 03-01 (23:30 local = 15:30 UTC): 30 days before 03-31 -> sleeping
-        ev("sleep30", "purchase", "2024-02-01 10:00", amount=5), ev("sleep30", "$pageview", "2024-03-01 23:30"),
-        # 00:10 local on 03-02 is 03-01 in UTC: 29 local days -> still buying
-        ev("buy29", "purchase", "2024-02-01 10:00", amount=5), ev("buy29", "$pageview", "2024-03-02 00:10"),
-        # only a pushed coupon since: passive events are not activity -> sleeping
-        ev("passive", "purchase", "2024-02-20 10:00", amount=5), ev("passive", "receive_coupon", "2024-03-29 10:00"),
-        # 90 days without activity -> churned, whatever else (a buyer and a registered person)
-        ev("churn", "purchase", "2023-12-31 12:00", amount=5),
-        ev("churn_reg", "sign_up", "2023-12-30 12:00"),
-        ev("churn89", "sign_up", "2024-01-02 12:00"),  # 89 days -> registered
-        ev("only_passive", "receive_coupon", "2024-03-20 10:00"),  # no activity: not in the model
-        # the purchase is on the as-of day itself: not counted
-        ev("late", "$pageview", "2024-03-30 10:00"), ev("late", "purchase", "2024-03-31 00:00", amount=9),
-        # two distinct ids of one person (merged below): signed up on the second
-        ev("anon", "$pageview", "2024-03-10 10:00"), ev("user", "sign_up", "2024-03-11 10:00"),
-    ])
+    w.add(
+        [
+            ev("pot", "$pageview", "2024-03-20 10:00"),
+            ev("fol", "follow", "2024-03-20 10:00"),
+            ev("unf", "follow", "2024-03-01 10:00"),
+            ev("unf", "unfollow", "2024-03-05 10:00"),
+            ev("unf", "$pageview", "2024-03-25 10:00"),
+            ev("refol", "follow", "2024-03-01 10:00"),
+            ev("refol", "unfollow", "2024-03-05 10:00"),
+            ev("refol", "follow", "2024-03-10 10:00"),
+            ev("reg", "follow", "2024-03-01 10:00"),
+            ev("reg", "sign_up", "2024-03-02 10:00"),
+            ev("buy", "purchase", "2024-03-29 10:00", amount=10),
+            # last activity on local day 03-01 (23:30 local = 15:30 UTC): 30 days before 03-31 -> sleeping
+            ev("sleep30", "purchase", "2024-02-01 10:00", amount=5),
+            ev("sleep30", "$pageview", "2024-03-01 23:30"),
+            # 00:10 local on 03-02 is 03-01 in UTC: 29 local days -> still buying
+            ev("buy29", "purchase", "2024-02-01 10:00", amount=5),
+            ev("buy29", "$pageview", "2024-03-02 00:10"),
+            # only a pushed coupon since: passive events are not activity -> sleeping
+            ev("passive", "purchase", "2024-02-20 10:00", amount=5),
+            ev("passive", "receive_coupon", "2024-03-29 10:00"),
+            # 90 days without activity -> churned, whatever else (a buyer and a registered person)
+            ev("churn", "purchase", "2023-12-31 12:00", amount=5),
+            ev("churn_reg", "sign_up", "2023-12-30 12:00"),
+            ev("churn89", "sign_up", "2024-01-02 12:00"),  # 89 days -> registered
+            ev("only_passive", "receive_coupon", "2024-03-20 10:00"),  # no activity: not in the model
+            # the purchase is on the as-of day itself: not counted
+            ev("late", "$pageview", "2024-03-30 10:00"),
+            ev("late", "purchase", "2024-03-31 00:00", amount=9),
+            # two distinct ids of one person (merged below): signed up on the second
+            ev("anon", "$pageview", "2024-03-10 10:00"),
+            ev("user", "sign_up", "2024-03-11 10:00"),
+        ]
+    )
     w.merge("user", "anon")
     make(w, "life", "lifecycle")
     got = service.compute(w.store, w.project, "life", "2024-03-31")
@@ -107,19 +117,35 @@ def test_lifecycle_layers_by_hand(w: World) -> None:
     }  # fmt: skip
     assert layers_of(w, "life") == expected
     assert got["members"] == len(expected) - 1  # anon and user are one person
-    assert got["counts"] == {"potential": 3, "follower": 2, "registered": 3, "buying": 2, "sleeping": 2, "churned": 2}
+    assert got["counts"] == {
+        "potential": 3,
+        "follower": 2,
+        "registered": 3,
+        "buying": 2,
+        "sleeping": 2,
+        "churned": 2,
+    }
     scores = members_by_did(w, "life")
-    assert scores["sleep30"]["scores"] == {"inactive_days": 30, "purchases": 1, "signed_up": False, "following": False}
+    assert scores["sleep30"]["scores"] == {
+        "inactive_days": 30,
+        "purchases": 1,
+        "signed_up": False,
+        "following": False,
+    }
     assert scores["refol"]["scores"]["following"] is True and scores["unf"]["scores"]["following"] is False
 
 
 def test_lifecycle_parameters_and_rfm_substrata(w: World) -> None:
-    w.add([
-        ev("a", "purchase", "2024-03-20 10:00", amount=100), ev("a", "purchase", "2024-03-25 10:00", amount=100),
-        ev("b", "purchase", "2024-03-01 10:00", amount=1),  # 30 days: sleeping by default, buying with 40
-        ev("c", "subscribe", "2024-03-01 10:00"),  # a custom follow event
-        ev("d", "$pageview", "2024-03-01 10:00"), ev("d", "ping", "2024-03-29 10:00"),  # ping is not activity
-    ])
+    w.add(
+        [
+            ev("a", "purchase", "2024-03-20 10:00", amount=100),
+            ev("a", "purchase", "2024-03-25 10:00", amount=100),
+            ev("b", "purchase", "2024-03-01 10:00", amount=1),  # 30 days: sleeping by default, buying with 40
+            ev("c", "subscribe", "2024-03-01 10:00"),  # a custom follow event
+            ev("d", "$pageview", "2024-03-01 10:00"),
+            ev("d", "ping", "2024-03-29 10:00"),  # ping is not activity
+        ]
+    )
     make(w, "life", "lifecycle", sleeping_days=40, churned_days=60, follow_event="subscribe",
          activity_events=["$pageview", "purchase", "subscribe"], rfm_substrata=True)  # fmt: skip
     service.compute(w.store, w.project, "life", "2024-03-31")
@@ -154,7 +180,10 @@ def test_stage_layers_by_hand(w: World) -> None:
     # mature: tenure 40, 4 active days in the last 30 (one of them twice, and one at 23:59 local)
     events += [ev("mature", "$pageview", days_before(d, 40))]
     events += [ev("mature", "$pageview", days_before(d, n)) for n in (1, 2, 3)]
-    events += [ev("mature", "$pageview", days_before(d, 3, hour=20)), ev("mature", "$pageview", f"{d - timedelta(days=4)} 23:59")]
+    events += [
+        ev("mature", "$pageview", days_before(d, 3, hour=20)),
+        ev("mature", "$pageview", f"{d - timedelta(days=4)} 23:59"),
+    ]
     # almost mature: 4 active days but one of them 30 days ago, outside the window
     events += [ev("almost", "$pageview", days_before(d, 40))]
     events += [ev("almost", "$pageview", days_before(d, n)) for n in (1, 2, 3, 31)]
@@ -210,7 +239,9 @@ def rfm_expected(frame: pd.DataFrame, as_of: date, amount: str = "amount", by: s
     end = datetime.combine(as_of, datetime.min.time(), ZONE).astimezone(UTC)
     buys = frame[(frame.event == "purchase") & (frame.ts < end)].copy()
     if window_days is not None:
-        start = datetime.combine(as_of - timedelta(days=window_days), datetime.min.time(), ZONE).astimezone(UTC)
+        start = datetime.combine(as_of - timedelta(days=window_days), datetime.min.time(), ZONE).astimezone(
+            UTC
+        )
         buys = buys[buys.ts >= start]
 
     def money(props: dict[str, Any]) -> Decimal:
@@ -222,7 +253,9 @@ def rfm_expected(frame: pd.DataFrame, as_of: date, amount: str = "amount", by: s
 
     buys["money"] = buys.properties.map(money)
     buys["day"] = buys.ts.map(lambda t: t.astimezone(ZONE).date())
-    g = buys.groupby("person_id").agg(last=("day", "max"), frequency=("event", "size"), monetary=("money", "sum"))
+    g = buys.groupby("person_id").agg(
+        last=("day", "max"), frequency=("event", "size"), monetary=("money", "sum")
+    )
     g["recency_days"] = g["last"].map(lambda d: (as_of - d).days)
     ids = list(g.index)
     r = ntile5(sorted(ids, key=lambda p: (-g.recency_days[p], p)))
@@ -261,7 +294,10 @@ def random_shop(w: World, seed: int, persons: int = 83) -> None:
         if rnd.random() < 0.1:  # bought again after the reference day: not counted
             events.append(ev(did, "purchase", "2024-06-01 00:00", amount=1000))
     # one person with two distinct ids, buying under both
-    events += [ev("anon9", "purchase", "2024-05-01 10:00", amount=3), ev("p000", "purchase", "2024-05-02 10:00", amount=4)]
+    events += [
+        ev("anon9", "purchase", "2024-05-01 10:00", amount=3),
+        ev("p000", "purchase", "2024-05-02 10:00", amount=4),
+    ]
     w.add(events)
     w.merge("p000", "anon9")
 
@@ -351,7 +387,9 @@ def test_promotion_sensitivity(w: World) -> None:
 # -- history and migration --------------------------------------------------------------------------
 
 
-def lifecycle_expected(frame: pd.DataFrame, as_of: date, sleeping: int = 30, churned: int = 90) -> dict[str, str]:
+def lifecycle_expected(
+    frame: pd.DataFrame, as_of: date, sleeping: int = 30, churned: int = 90
+) -> dict[str, str]:
     """The documented lifecycle precedence, in pandas: person -> layer as of the local day."""
     end = datetime.combine(as_of, datetime.min.time(), ZONE).astimezone(UTC)
     d = frame[frame.ts < end]
@@ -413,9 +451,14 @@ def test_migration_matrix_between_two_as_of_computes(w: World) -> None:
 
 
 def history(store: Store, model: str) -> list[tuple[Any, ...]]:
-    rows = store.cursor().execute(
-        "SELECT person_id, layer, valid_from, valid_to FROM layer_history WHERE model = ? ORDER BY ALL", [model]
-    ).fetchall()
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT person_id, layer, valid_from, valid_to FROM layer_history WHERE model = ? ORDER BY ALL",
+            [model],
+        )
+        .fetchall()
+    )
     return rows
 
 
@@ -476,22 +519,58 @@ def error_of(fn: Any, *args: Any) -> UserloopError:
         ({"name": "X y", "kind": "rfm"}, "invalid_name", "name"),
         ({"kind": "rfm"}, "missing_field", "name"),
         ({"name": "x", "kind": "rfm", "colour": 1}, "unknown_field", "colour"),
-        ({"name": "x", "kind": "lifecycle", "params": {"sleeping_days": 0}}, "invalid_field", "params.sleeping_days"),
-        ({"name": "x", "kind": "lifecycle", "params": {"sleeping_days": 100}}, "invalid_field", "params.churned_days"),
-        ({"name": "x", "kind": "lifecycle", "params": {"sleep_days": 10}}, "unknown_field", "params.sleep_days"),
+        (
+            {"name": "x", "kind": "lifecycle", "params": {"sleeping_days": 0}},
+            "invalid_field",
+            "params.sleeping_days",
+        ),
+        (
+            {"name": "x", "kind": "lifecycle", "params": {"sleeping_days": 100}},
+            "invalid_field",
+            "params.churned_days",
+        ),
+        (
+            {"name": "x", "kind": "lifecycle", "params": {"sleep_days": 10}},
+            "unknown_field",
+            "params.sleep_days",
+        ),
         ({"name": "x", "kind": "rfm", "params": {"group_by": "m"}}, "invalid_field", "params.group_by"),
-        ({"name": "x", "kind": "value_frequency", "params": {"value_threshold": "mean"}}, "invalid_field",
-         "params.value_threshold"),
-        ({"name": "x", "kind": "promotion", "params": {"fanatic_share": 1.5}}, "invalid_field", "params.fanatic_share"),
-        ({"name": "x", "kind": "stage", "params": {"activity_events": []}}, "invalid_field", "params.activity_events"),
-        ({"name": "x", "kind": "stage", "params": {"loyal_active_days": 40}}, "invalid_field",
-         "params.loyal_active_days"),
+        (
+            {"name": "x", "kind": "value_frequency", "params": {"value_threshold": "mean"}},
+            "invalid_field",
+            "params.value_threshold",
+        ),
+        (
+            {"name": "x", "kind": "promotion", "params": {"fanatic_share": 1.5}},
+            "invalid_field",
+            "params.fanatic_share",
+        ),
+        (
+            {"name": "x", "kind": "stage", "params": {"activity_events": []}},
+            "invalid_field",
+            "params.activity_events",
+        ),
+        (
+            {"name": "x", "kind": "stage", "params": {"loyal_active_days": 40}},
+            "invalid_field",
+            "params.loyal_active_days",
+        ),
         ({"name": "x", "kind": "rfm", "schedule": "every day"}, "invalid_schedule", "schedule"),
-        ({"name": "x", "kind": "rfm", "params": {"purchase_event": "buy"}}, "unknown_event", "params.purchase_event"),
-        ({"name": "x", "kind": "lifecycle", "params": {"activity_events": ["purchase", "nope"]}}, "unknown_event",
-         "params.activity_events[1]"),
-        ({"name": "x", "kind": "rfm", "params": {"amount_property": "price"}}, "unknown_property",
-         "params.amount_property"),
+        (
+            {"name": "x", "kind": "rfm", "params": {"purchase_event": "buy"}},
+            "unknown_event",
+            "params.purchase_event",
+        ),
+        (
+            {"name": "x", "kind": "lifecycle", "params": {"activity_events": ["purchase", "nope"]}},
+            "unknown_event",
+            "params.activity_events[1]",
+        ),
+        (
+            {"name": "x", "kind": "rfm", "params": {"amount_property": "price"}},
+            "unknown_property",
+            "params.amount_property",
+        ),
     ],
 )
 def test_invalid_definitions_name_the_field_and_save_nothing(
@@ -506,7 +585,9 @@ def test_invalid_definitions_name_the_field_and_save_nothing(
 def test_defaults_need_not_exist_and_duplicates_conflict(w: World) -> None:
     # a shop without follow or sign_up events can still have a lifecycle model (nobody in those layers)
     w.add([ev("a", "purchase", "2024-05-01 10:00", amount=1)])
-    made = service.create(w.store, w.project, {"name": "life", "kind": "lifecycle", "schedule": "cron:0 3 * * *"})
+    made = service.create(
+        w.store, w.project, {"name": "life", "kind": "lifecycle", "schedule": "cron:0 3 * * *"}
+    )
     assert made["params"]["sleeping_days"] == 30 and made["schedule"] == "cron:0 3 * * *"
     err = error_of(service.create, w.store, w.project, {"name": "life", "kind": "rfm"})
     assert (err.code, err.status) == ("layer_model_exists", 409)
@@ -515,7 +596,9 @@ def test_defaults_need_not_exist_and_duplicates_conflict(w: World) -> None:
     assert (err.code, err.status) == ("layer_model_not_found", 404)
     err = error_of(service.compute, w.store, w.project, "life", "2999-01-01")
     assert (err.code, err.field) == ("invalid_field", "as_of")
-    err = error_of(service.migration, w.store, w.project, {"name": "life", "from": "2024-05-02", "to": "2024-05-01"})
+    err = error_of(
+        service.migration, w.store, w.project, {"name": "life", "from": "2024-05-02", "to": "2024-05-01"}
+    )
     assert (err.code, err.field) == ("bad_date_range", "to")
     err = error_of(service.members, w.store, w.project, {"name": "life", "layer": "vip"})
     assert (err.code, err.field) == ("unknown_layer", "layer")
@@ -526,14 +609,18 @@ def test_update_resets_history_and_delete_removes_everything(w: World) -> None:
     make(w, "m", "lifecycle")
     service.compute(w.store, w.project, "m", "2024-05-10")
     # a description or schedule change keeps the data
-    service.update(w.store, w.project, {"name": "m", "description": "main lifecycle", "schedule": "interval:3600"})
+    service.update(
+        w.store, w.project, {"name": "m", "description": "main lifecycle", "schedule": "interval:3600"}
+    )
     assert service.get(w.store, w.project, "m")["counts"]["buying"] == 1
     # invalid update: nothing changes
     err = error_of(service.update, w.store, w.project, {"name": "m", "params": {"sleeping_days": -1}})
     assert err.field == "params.sleeping_days"
     assert service.get(w.store, w.project, "m")["description"] == "main lifecycle"
     # new parameters: a new history
-    got = service.update(w.store, w.project, {"name": "m", "params": {"sleeping_days": 5, "churned_days": 20}})
+    got = service.update(
+        w.store, w.project, {"name": "m", "params": {"sleeping_days": 5, "churned_days": 20}}
+    )
     assert got["member_count"] is None and len(history(w.store, "m")) == 0
     service.compute(w.store, w.project, "m", "2024-05-10")
     assert layers_of(w, "m") == {"a": "sleeping", "b": "potential"}

@@ -48,16 +48,32 @@ def test_layers_rest_crud_compute_members_migration(live_server: LiveServer) -> 
     assert [m["name"] for m in api(live_server, "GET", "/api/layers").json()["results"]] == ["life"]
 
     got = api(live_server, "POST", "/api/layers/life/compute", json={"as_of": "2024-05-10"}).json()
-    assert got["counts"] == {"potential": 0, "follower": 0, "registered": 0, "buying": 1, "sleeping": 1, "churned": 0}
+    assert got["counts"] == {
+        "potential": 0,
+        "follower": 0,
+        "registered": 0,
+        "buying": 1,
+        "sleeping": 1,
+        "churned": 0,
+    }
     got = api(live_server, "POST", "/api/layers/life/compute", json={"as_of": "2024-06-01"}).json()
-    assert got["counts"] == {"potential": 0, "follower": 1, "registered": 1, "buying": 1, "sleeping": 1, "churned": 0}
+    assert got["counts"] == {
+        "potential": 0,
+        "follower": 1,
+        "registered": 1,
+        "buying": 1,
+        "sleeping": 1,
+        "churned": 0,
+    }
 
     members = api(live_server, "GET", "/api/layers/life/members", params={"layer": "buying"}).json()
     assert members["total"] == 1 and members["results"][0]["scores"]["purchases"] == 2
     on = api(live_server, "GET", "/api/layers/life/members", params={"on": "2024-05-10", "limit": 1}).json()
     assert on["total"] == 2 and len(on["results"]) == 1
 
-    mig = api(live_server, "GET", "/api/layers/life/migration", params={"from": "2024-05-10", "to": "2024-06-01"})
+    mig = api(
+        live_server, "GET", "/api/layers/life/migration", params={"from": "2024-05-10", "to": "2024-06-01"}
+    )
     assert mig.status_code == 200
     cells = {(c["from"], c["to"]): c["count"] for c in mig.json()["matrix"]}
     assert cells == {("buying", "buying"): 1, ("sleeping", "sleeping"): 1, ("none", "follower"): 1,
@@ -74,7 +90,9 @@ def test_layers_rest_crud_compute_members_migration(live_server: LiveServer) -> 
 def test_layers_rest_errors_have_one_shape(live_server: LiveServer) -> None:
     send(live_server, EVENTS)
     assert httpx.get(live_server.url + "/api/layers").status_code == 401
-    bad = api(live_server, "POST", "/api/layers", json={"name": "x", "kind": "rfm", "params": {"window_days": 0}})
+    bad = api(
+        live_server, "POST", "/api/layers", json={"name": "x", "kind": "rfm", "params": {"window_days": 0}}
+    )
     assert bad.status_code == 400
     err = bad.json()["error"]
     assert (err["code"], err["field"]) == ("invalid_field", "params.window_days") and err["message"]
@@ -84,7 +102,9 @@ def test_layers_rest_errors_have_one_shape(live_server: LiveServer) -> None:
     api(live_server, "POST", "/api/layers", json={"name": "r", "kind": "rfm"})
     dup = api(live_server, "POST", "/api/layers", json={"name": "r", "kind": "lifecycle"})
     assert dup.status_code == 409 and dup.json()["error"]["code"] == "layer_model_exists"
-    mig = api(live_server, "GET", "/api/layers/r/migration", params={"from": "2024-13-01", "to": "2024-06-01"})
+    mig = api(
+        live_server, "GET", "/api/layers/r/migration", params={"from": "2024-13-01", "to": "2024-06-01"}
+    )
     assert mig.status_code == 400 and mig.json()["error"]["field"] == "from"
     rename = api(live_server, "PUT", "/api/layers/r", json={"name": "other"})
     assert rename.status_code == 400 and rename.json()["error"]["field"] == "name"
@@ -113,7 +133,9 @@ def test_cli_on_the_file(tmp_path: Path) -> None:
     definition = tmp_path / "rfm.json"
     definition.write_text(json.dumps({"name": "rfm", "kind": "rfm", "params": {"group_by": "f"}}))
     pid, d = str(project.id), str(db)
-    assert invoke("layers", "create", str(definition), "--project", pid, "--db", d)["params"]["group_by"] == "f"
+    assert (
+        invoke("layers", "create", str(definition), "--project", pid, "--db", d)["params"]["group_by"] == "f"
+    )
     assert [m["name"] for m in invoke("layers", "list", "--project", pid, "--db", d)["results"]] == ["rfm"]
     invoke("layers", "compute", "rfm", "--as-of", "2024-05-10", "--project", pid, "--db", d)
     got = invoke("layers", "compute", "rfm", "--as-of", "2024-06-01", "--project", pid, "--db", d)
@@ -121,7 +143,19 @@ def test_cli_on_the_file(tmp_path: Path) -> None:
     members = invoke("layers", "members", "rfm", "--project", pid, "--db", d)["results"]
     # a (recent, 2 purchases, 50) scores 2,2,2 -> R 2, F 2: hibernating; b 1,1,1: lost
     assert sorted(r["layer"] for r in members) == ["hibernating", "lost"]
-    mig = invoke("layers", "migration", "rfm", "--from", "2024-05-10", "--to", "2024-06-01", "--project", pid, "--db", d)
+    mig = invoke(
+        "layers",
+        "migration",
+        "rfm",
+        "--from",
+        "2024-05-10",
+        "--to",
+        "2024-06-01",
+        "--project",
+        pid,
+        "--db",
+        d,
+    )
     # on 05-10 a and b had one purchase each (F by person id); on 06-01 a is hibernating, b lost
     assert mig["persons"] == 2 and mig["to_totals"]["hibernating"] == mig["to_totals"]["lost"] == 1
     bad = tmp_path / "bad.json"
@@ -133,7 +167,9 @@ def test_cli_on_the_file(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> Any:
     """The CLI as its own process: the server's process holds the file, so it goes through the server."""
-    proc = subprocess.run([sys.executable, "-m", "userloop.cli", *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "userloop.cli", *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -142,14 +178,21 @@ def test_cli_through_the_running_server(live_server: LiveServer, tmp_path: Path)
     """While a server holds the file, the CLI calls the same actions over its admin API."""
     send(live_server, EVENTS)
     db = live_server.store.path
-    server_file(db).write_text(json.dumps({"url": live_server.url, "token": live_server.admin_token, "pid": 0}))
+    server_file(db).write_text(
+        json.dumps({"url": live_server.url, "token": live_server.admin_token, "pid": 0})
+    )
     definition = tmp_path / "vf.json"
-    definition.write_text(json.dumps({"name": "vf", "kind": "value_frequency", "params": {"value_threshold": 40}}))
+    definition.write_text(
+        json.dumps({"name": "vf", "kind": "value_frequency", "params": {"value_threshold": 40}})
+    )
     pid = str(live_server.project.id)
     try:
         run_cli("layers", "create", str(definition), "--project", pid, "--db", str(db))
         run_cli("layers", "compute", "vf", "--project", pid, "--db", str(db))
-        layers = {r["layer"] for r in run_cli("layers", "members", "vf", "--project", pid, "--db", str(db))["results"]}
+        layers = {
+            r["layer"]
+            for r in run_cli("layers", "members", "vf", "--project", pid, "--db", str(db))["results"]
+        }
     finally:
         server_file(db).unlink()
     assert layers == {"high_frequency_high_value", "low_frequency_low_value"}  # medians: frequency 1.5

@@ -25,9 +25,13 @@ def invoices(path: Path) -> pd.DataFrame:
     raw = pd.read_csv(path, dtype=str)
     raw = raw[raw.CustomerID.notna() & ~raw.InvoiceNo.str.startswith("C")].copy()
     # prices have at most 3 decimals: whole thousandths, then cents rounded half away from zero
-    raw["milli"] = raw.Quantity.astype(np.int64) * (raw.UnitPrice.astype(float) * 1000).round().astype(np.int64)
+    raw["milli"] = raw.Quantity.astype(np.int64) * (raw.UnitPrice.astype(float) * 1000).round().astype(
+        np.int64
+    )
     raw["when"] = pd.to_datetime(raw.InvoiceDate)
-    inv = raw.groupby("InvoiceNo").agg(customer=("CustomerID", "first"), when=("when", "min"), milli=("milli", "sum"))
+    inv = raw.groupby("InvoiceNo").agg(
+        customer=("CustomerID", "first"), when=("when", "min"), milli=("milli", "sum")
+    )
     inv["cents"] = (inv.milli.abs() + 5) // 10 * np.sign(inv.milli)
     inv["customer"] = inv.customer.map(lambda c: str(int(float(c))))
     return inv.reset_index()
@@ -41,17 +45,24 @@ def test_online_retail_rfm_and_quadrants_match_pandas(tmp_path: Path) -> None:
         for chunk in iter_chunks(ImportSpec(path=path, project_id=pid, preset="online_retail")):
             b.import_table(pid, chunk)
         for name, kind in (("rfm", "rfm"), ("vf", "value_frequency")):
-            b.call("layers.create", pid, {"name": name, "kind": kind, "params": {"amount_property": "revenue"}})
+            b.call(
+                "layers.create", pid, {"name": name, "kind": kind, "params": {"amount_property": "revenue"}}
+            )
             got = b.call("layers.compute", pid, {"name": name, "as_of": str(AS_OF)})
             assert got["latest"] and got["members"] > 4000
         rfm = b.call("layers.members", pid, {"name": "rfm", "limit": 10_000})
         vf = b.call("layers.members", pid, {"name": "vf", "limit": 10_000})
-        person = {r["distinct_id"]: r["person_id"] for r in b.store.query("SELECT distinct_id, person_id FROM identities")}
+        person = {
+            r["distinct_id"]: r["person_id"]
+            for r in b.store.query("SELECT distinct_id, person_id FROM identities")
+        }
     finally:
         b.close()
 
     inv = invoices(path)
-    g = inv.groupby("customer").agg(last=("when", "max"), frequency=("InvoiceNo", "size"), cents=("cents", "sum"))
+    g = inv.groupby("customer").agg(
+        last=("when", "max"), frequency=("InvoiceNo", "size"), cents=("cents", "sum")
+    )
     g.index = [person[c] for c in g.index]
     g["recency_days"] = [(AS_OF - t.date()).days for t in g["last"]]
     ids = list(g.index)

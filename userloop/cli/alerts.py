@@ -61,7 +61,9 @@ def check(
     name: NameArg,
     project: ProjectOption,
     db: DbOption = DEFAULT_DB,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="evaluate only: deliver and log nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="evaluate only: deliver and log nothing")
+    ] = False,
 ) -> None:
     """Evaluate a rule now; when it fires, deliver it and log it."""
     call(db, project, "alerts.check", {"name": name, "dry_run": dry_run})

@@ -14,7 +14,8 @@ from userloop.config import DEFAULT_DB
 from userloop.errors import UserloopError
 
 app = typer.Typer(
-    help="Layer models: lifecycle, stage, RFM, frequency x value, promotion sensitivity.", no_args_is_help=True
+    help="Layer models: lifecycle, stage, RFM, frequency x value, promotion sensitivity.",
+    no_args_is_help=True,
 )
 
 ProjectOption = Annotated[int, typer.Option("--project", help="project id")]

@@ -43,7 +43,9 @@ def delete(ctx: ActionContext, params: dict[str, Any]) -> Any:
 
 @action("alerts.check")
 def check(ctx: ActionContext, params: dict[str, Any]) -> Any:
-    return service.check(ctx.store, ctx.project, params.get("name"), dry_run=bool(params.get("dry_run", False)))
+    return service.check(
+        ctx.store, ctx.project, params.get("name"), dry_run=bool(params.get("dry_run", False))
+    )
 
 
 @action("alerts.log")
@@ -62,7 +64,9 @@ def scheduled_jobs(store: Store, writer: Writer | None) -> list[ScheduledJob]:
             if result["fired"]:
                 log.info("alert %s/%s fired: %s", project.id, name, result["message"])
 
-        jobs.append(ScheduledJob(id=f"alert:{project_id}:{name}", trigger=trigger, run=run, timezone=project.timezone))
+        jobs.append(
+            ScheduledJob(id=f"alert:{project_id}:{name}", trigger=trigger, run=run, timezone=project.timezone)
+        )
     return jobs
 
 

@@ -45,7 +45,9 @@ def deliver(channels: list[Any], payload: dict[str, Any]) -> list[dict[str, Any]
             out.append(SENDERS[type(ch)](ch, payload))
         except Exception as exc:  # a sender bug is a failed delivery, not a failed check
             log.exception("alert delivery failed")
-            out.append({"type": type(ch).__name__.lower(), "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            out.append(
+                {"type": type(ch).__name__.lower(), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            )
     return out
 
 
@@ -106,7 +108,11 @@ def email_message(ch: Email, smtp: Smtp, payload: dict[str, Any]) -> EmailMessag
 @sender(Email)
 def send_email(ch: Email, payload: dict[str, Any]) -> dict[str, Any]:
     smtp = Smtp.for_channel(ch)
-    record: dict[str, Any] = {"type": "email", "target": ", ".join(ch.to), "server": f"{smtp.host}:{smtp.port}"}
+    record: dict[str, Any] = {
+        "type": "email",
+        "target": ", ".join(ch.to),
+        "server": f"{smtp.host}:{smtp.port}",
+    }
     msg = email_message(ch, smtp, payload)
     try:
         client_cls = smtplib.SMTP_SSL if smtp.security == "ssl" else smtplib.SMTP

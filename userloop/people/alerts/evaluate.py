@@ -42,8 +42,8 @@ def _layer_flow(store: Store, project: Project, c: LayerFlow, now: datetime) -> 
     fired = share is not None and base >= c.min_persons and share > c.threshold
     pct = "n/a" if share is None else f"{share:.1%}"
     message = (
-        f"{pct} of {base} persons of {c.model} in {', '.join(c.from_)} on {start:%Y-%m-%d %H:%M} UTC moved to "
-        f"{', '.join(c.to)} within {c.window_days} days (threshold {c.threshold:.1%})"
+        f"{pct} of {base} persons of {c.model} in {' or '.join(c.from_)} on {start:%Y-%m-%d %H:%M} UTC moved to "
+        f"{' or '.join(c.to)} within {c.window_days} days (threshold {c.threshold:.1%})"
     )
     details = {"model": c.model, "from": c.from_, "to": c.to, "window_start": start.isoformat(),
                "window_end": now.isoformat(), "base": base, "moved": moved, "share": share}  # fmt: skip
@@ -118,7 +118,9 @@ def check_against_store(store: Store, project: Project, rule: Rule) -> None:
         query.validate()
         ctx = Ctx(store, project)
         check_events(ctx, [c.series.event], "series[{i}].event")
-        wanted = filter_properties(c.filters, "filters") + filter_properties(c.series.filters, "series[0].filters")
+        wanted = filter_properties(c.filters, "filters") + filter_properties(
+            c.series.filters, "series[0].filters"
+        )
         if c.series.property:
             wanted.append((c.series.property, "event", "series[0].property"))
         check_properties(ctx, wanted)

@@ -117,7 +117,9 @@ def parse_rule(raw: Any) -> Rule:
     channels = []
     for i, ch in enumerate(d.channels):
         if not isinstance(ch, dict) or "type" not in ch:
-            raise UserloopError("missing_field", "a channel's type is webhook or email", f"channels[{i}].type")
+            raise UserloopError(
+                "missing_field", "a channel's type is webhook or email", f"channels[{i}].type"
+            )
         c = convert(ch, Channel, f"channels[{i}]")  # type: ignore[arg-type]
         _check_channel(c, f"channels[{i}]")
         channels.append(c)
@@ -132,7 +134,9 @@ def parse_rule(raw: Any) -> Rule:
 def _check_channel(c: Channel, field: str) -> None:
     if isinstance(c, Webhook):
         if not re.match(r"^https?://[^\s/]+", c.url):
-            raise UserloopError("invalid_url", "a webhook url starts with http:// or https://", f"{field}.url")
+            raise UserloopError(
+                "invalid_url", "a webhook url starts with http:// or https://", f"{field}.url"
+            )
         return
     for i, addr in enumerate(c.to):
         if not EMAIL_RE.match(addr):

@@ -57,7 +57,9 @@ def _rule_of(row: dict[str, Any]) -> Rule:
 
 def _row(store: Store, project_id: int, name: Any) -> dict[str, Any]:
     check_name(name)
-    rows = store.query(f"SELECT {_COLUMNS} FROM alert_rules WHERE project_id = ? AND name = ?", [project_id, name])
+    rows = store.query(
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE project_id = ? AND name = ?", [project_id, name]
+    )
     if not rows:
         raise NotFound("alert_rule_not_found", f"no alert rule named {name!r}", "name")
     return rows[0]
@@ -93,8 +95,12 @@ def create(store: Store, project: Project, raw: Any) -> dict[str, Any]:
     cur = store.new_cursor()
     try:
         cur.execute("BEGIN TRANSACTION")
-        if cur.execute("SELECT 1 FROM alert_rules WHERE project_id = ? AND name = ?", [project.id, rule.name]).fetchall():
-            raise UserloopError("alert_rule_exists", f"an alert rule named {rule.name!r} already exists", "name", 409)
+        if cur.execute(
+            "SELECT 1 FROM alert_rules WHERE project_id = ? AND name = ?", [project.id, rule.name]
+        ).fetchall():
+            raise UserloopError(
+                "alert_rule_exists", f"an alert rule named {rule.name!r} already exists", "name", 409
+            )
         cur.execute(
             "INSERT INTO alert_rules (project_id, name, description, condition, channels, schedule, cooldown_minutes, "
             "enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

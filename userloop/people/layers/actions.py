@@ -59,7 +59,9 @@ def migration(ctx: ActionContext, params: dict[str, Any]) -> Any:
 def scheduled_jobs(store: Store, writer: Writer | None) -> list[ScheduledJob]:
     """One job per model with a schedule: recompute as of now."""
     jobs = []
-    rows = store.query("SELECT project_id, name, schedule FROM layer_models WHERE schedule IS NOT NULL ORDER BY 1, 2")
+    rows = store.query(
+        "SELECT project_id, name, schedule FROM layer_models WHERE schedule IS NOT NULL ORDER BY 1, 2"
+    )
     for r in rows:
         project = store.project(r["project_id"])
 

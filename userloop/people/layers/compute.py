@@ -165,7 +165,9 @@ def lifecycle_sql(ctx: Ctx, p: LifecycleParams, ref: Ref) -> str:
     if p.activity_events is not None:
         names = [*p.activity_events, p.follow_event, p.signup_event, p.purchase_event]
         names += [p.unfollow_event] if p.unfollow_event else []
-    unfollow = f"max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.unfollow_event)})" if p.unfollow_event else None
+    unfollow = (
+        f"max(e.timestamp) FILTER (WHERE e.event = {ctx.p(p.unfollow_event)})" if p.unfollow_event else None
+    )
     layer = f"""CASE WHEN inactive_days >= {ctx.p(p.churned_days)} THEN {ctx.p("churned")}
                      WHEN purchases > 0 AND inactive_days >= {ctx.p(p.sleeping_days)} THEN {ctx.p("sleeping")}
                      WHEN purchases > 0 THEN {ctx.p("buying")}
@@ -246,8 +248,14 @@ def value_frequency_sql(ctx: Ctx, p: ValueFrequencyParams, ref: Ref) -> str:
     when value (sum of the amounts, or their average per purchase) >= the value threshold; a
     threshold is a number or ``"median"`` (the median over the buyers, interpolated)."""
     agg = per_person(
-        ctx, _start(ctx, ref, p.window_days), ref.at, [p.purchase_event],
-        {"frequency": ("count(*)", SUM), "total": (f"sum({_amount(ctx, p.amount_property)})", "coalesce(sum({}), 0)")},
+        ctx,
+        _start(ctx, ref, p.window_days),
+        ref.at,
+        [p.purchase_event],
+        {
+            "frequency": ("count(*)", SUM),
+            "total": (f"sum({_amount(ctx, p.amount_property)})", "coalesce(sum({}), 0)"),
+        },
     )
     value = "CAST(total AS DOUBLE)" if p.value == "sum" else "CAST(total AS DOUBLE) / frequency"
 

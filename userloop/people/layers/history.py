@@ -29,7 +29,9 @@ def _run(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> li
     return cur.execute(sql, used).fetchall()
 
 
-def apply_snapshot(cur: duckdb.DuckDBPyConnection, project_id: int, model: str, at: datetime) -> tuple[int, bool]:
+def apply_snapshot(
+    cur: duckdb.DuckDBPyConnection, project_id: int, model: str, at: datetime
+) -> tuple[int, bool]:
     """Write the snapshot in ``_ln`` (person_id, layer) at ``at`` into history.
 
     Returns (changed persons, whether ``at`` is the model's latest reference time).

@@ -149,7 +149,10 @@ LAYERS: dict[str, list[str]] = {
     "stage": ["new", "growing", "mature", "loyal", "churned"],
     "rfm": RFM_GROUPS_ORDER,
     "value_frequency": [
-        "high_frequency_high_value", "high_frequency_low_value", "low_frequency_high_value", "low_frequency_low_value",
+        "high_frequency_high_value",
+        "high_frequency_low_value",
+        "low_frequency_high_value",
+        "low_frequency_low_value",
     ],  # fmt: skip
     "promotion": ["fanatic", "sensitive", "neutral", "indifferent"],
 }
@@ -210,14 +213,22 @@ def validation_error(exc: msgspec.ValidationError, prefix: str = "") -> Userloop
     if name:
         inner = f"{inner}.{name.group(1)}" if inner else name.group(1)
     field = ".".join(p for p in (prefix, inner) if p) or None
-    code = "unknown_field" if "unknown field" in text else "missing_field" if "missing required" in text else "invalid_field"
+    code = (
+        "unknown_field"
+        if "unknown field" in text
+        else "missing_field"
+        if "missing required" in text
+        else "invalid_field"
+    )
     return UserloopError(code, message, field)
 
 
 def check_name(name: Any, field: str = "name") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise UserloopError(
-            "invalid_name", "a name is 1-63 characters: a lowercase letter, then lowercase letters, digits or _", field
+            "invalid_name",
+            "a name is 1-63 characters: a lowercase letter, then lowercase letters, digits or _",
+            field,
         )
     return name
 
@@ -243,10 +254,14 @@ def parse_definition(raw: Any) -> LayerModel:
 
 def _check_params(p: _Params) -> None:
     if isinstance(p, LifecycleParams) and p.churned_days <= p.sleeping_days:
-        raise UserloopError("invalid_field", "churned_days must be more than sleeping_days", "params.churned_days")
+        raise UserloopError(
+            "invalid_field", "churned_days must be more than sleeping_days", "params.churned_days"
+        )
     if isinstance(p, StageParams):
         if p.churned_days <= p.new_days:
-            raise UserloopError("invalid_field", "churned_days must be more than new_days", "params.churned_days")
+            raise UserloopError(
+                "invalid_field", "churned_days must be more than new_days", "params.churned_days"
+            )
         if p.loyal_tenure_days < p.mature_tenure_days:
             raise UserloopError("invalid_field", "loyal_tenure_days must be at least mature_tenure_days",
                                 "params.loyal_tenure_days")  # fmt: skip
@@ -254,6 +269,10 @@ def _check_params(p: _Params) -> None:
             raise UserloopError("invalid_field", "loyal_active_days must be at least mature_active_days",
                                 "params.loyal_active_days")  # fmt: skip
         if p.loyal_active_days > p.window_days:
-            raise UserloopError("invalid_field", "loyal_active_days cannot exceed window_days", "params.loyal_active_days")
+            raise UserloopError(
+                "invalid_field", "loyal_active_days cannot exceed window_days", "params.loyal_active_days"
+            )
     if isinstance(p, PromotionParams) and p.fanatic_share < p.sensitive_share:
-        raise UserloopError("invalid_field", "fanatic_share must be at least sensitive_share", "params.fanatic_share")
+        raise UserloopError(
+            "invalid_field", "fanatic_share must be at least sensitive_share", "params.fanatic_share"
+        )

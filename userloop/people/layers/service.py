@@ -68,13 +68,19 @@ class _Tx:
 
 def _row_to_model(row: dict[str, Any]) -> LayerModel:
     return parse_definition(
-        {"name": row["name"], "kind": row["kind"], "params": msgspec.json.decode(row["params"]),
-         "schedule": row["schedule"], "description": row["description"]}  # fmt: skip
+        {
+            "name": row["name"],
+            "kind": row["kind"],
+            "params": msgspec.json.decode(row["params"]),
+            "schedule": row["schedule"],
+            "description": row["description"],
+        }  # fmt: skip
     )
 
 
 def _rows(store: Store, project_id: int, name: str | None = None) -> list[dict[str, Any]]:
-    where, args = "project_id = ?", [project_id]
+    where = "project_id = ?"
+    args: list[Any] = [project_id]
     if name is not None:
         where, args = where + " AND name = ?", [*args, name]
     return store.query(
@@ -122,7 +128,9 @@ def _check_against_store(ctx: Ctx, m: LayerModel) -> None:
         if given(field) and not ctx.store.query(
             "SELECT 1 AS x FROM events WHERE project_id = ? AND event = ? LIMIT 1", [ctx.project.id, event]
         ):
-            raise UserloopError("unknown_event", f"no event named {event!r} in this project", f"params.{field}")
+            raise UserloopError(
+                "unknown_event", f"no event named {event!r} in this project", f"params.{field}"
+            )
     check_properties(ctx, [(prop, "event", f"params.{f}") for f, prop in m.params.properties() if given(f)])
 
 
@@ -134,11 +142,22 @@ def create(store: Store, project: Project, raw: Any) -> dict[str, Any]:
         if cur.execute(
             "SELECT 1 FROM layer_models WHERE project_id = ? AND name = ?", [project.id, m.name]
         ).fetchall():
-            raise UserloopError("layer_model_exists", f"a layer model named {m.name!r} already exists", "name", 409)
+            raise UserloopError(
+                "layer_model_exists", f"a layer model named {m.name!r} already exists", "name", 409
+            )
         cur.execute(
             "INSERT INTO layer_models (project_id, name, kind, params, schedule, description, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [project.id, m.name, m.kind, msgspec.json.encode(m.params).decode(), m.schedule, m.description, now, now],
+            [
+                project.id,
+                m.name,
+                m.kind,
+                msgspec.json.encode(m.params).decode(),
+                m.schedule,
+                m.description,
+                now,
+                now,
+            ],
         )
     _reload_schedule()
     return _describe(_row(store, project.id, m.name))
@@ -159,8 +178,12 @@ def get(store: Store, project: Project, name: Any) -> dict[str, Any]:
         counts[r["layer"]] = int(r["n"])
     out["counts"] = counts
     out["snapshots"] = [
-        {"as_of": _iso(r["as_of"]), "computed_at": _iso(r["computed_at"]), "members": r["member_count"],
-         "changed": r["changed"]}  # fmt: skip
+        {
+            "as_of": _iso(r["as_of"]),
+            "computed_at": _iso(r["computed_at"]),
+            "members": r["member_count"],
+            "changed": r["changed"],
+        }  # fmt: skip
         for r in store.query(
             "SELECT as_of, computed_at, member_count, changed FROM layer_snapshots WHERE project_id = ? AND model = ? "
             "ORDER BY as_of",
@@ -196,7 +219,15 @@ def update(store: Store, project: Project, raw: Any) -> dict[str, Any]:
         cur.execute(
             "UPDATE layer_models SET kind = ?, params = ?, schedule = ?, description = ?, updated_at = ? "
             "WHERE project_id = ? AND name = ?",
-            [m.kind, msgspec.json.encode(m.params).decode(), m.schedule, m.description, _now(), project.id, m.name],
+            [
+                m.kind,
+                msgspec.json.encode(m.params).decode(),
+                m.schedule,
+                m.description,
+                _now(),
+                project.id,
+                m.name,
+            ],
         )
         if reset:
             _delete_data(cur, project.id, m.name)
@@ -219,7 +250,10 @@ def delete(store: Store, project: Project, name: Any) -> dict[str, Any]:
     users = _alert_rules_using(store, project.id, name)
     if users:
         raise UserloopError(
-            "layer_model_in_use", f"alert rules use this model: {', '.join(users)}; delete them first", "name", 409
+            "layer_model_in_use",
+            f"alert rules use this model: {', '.join(users)}; delete them first",
+            "name",
+            409,
         )
     with _Tx(store) as cur:
         cur.execute("DELETE FROM layer_models WHERE project_id = ? AND name = ?", [project.id, name])
@@ -253,7 +287,9 @@ def parse_when(ctx: Ctx, value: Any, field: str) -> Ref:
     """``YYYY-MM-DD`` (local midnight starting that day: events before the day) or an ISO date-time
     (naive: the project's local time)."""
     if not isinstance(value, str):
-        raise UserloopError("invalid_field", f"{field} must be a date (YYYY-MM-DD) or an ISO date-time", field)
+        raise UserloopError(
+            "invalid_field", f"{field} must be a date (YYYY-MM-DD) or an ISO date-time", field
+        )
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
@@ -311,7 +347,8 @@ def _replace_members(cur: duckdb.DuckDBPyConnection, project_id: int, model: str
     """``layer_members`` of the model := ``_ln`` (the table has no index: see schema_layers.py)."""
     cur.execute("DELETE FROM layer_members WHERE project_id = ? AND model = ?", [project_id, model])
     cur.execute(
-        "INSERT INTO layer_members SELECT ?, ?, person_id, layer, scores, ? FROM _ln", [project_id, model, now]
+        "INSERT INTO layer_members SELECT ?, ?, person_id, layer, scores, ? FROM _ln",
+        [project_id, model, now],
     )
 
 
@@ -381,7 +418,14 @@ def members(store: Store, project: Project, params: dict[str, Any]) -> dict[str,
             item["scores"] = msgspec.json.decode(item["scores"]) if item["scores"] else None
             item["computed_at"] = _iso(item["computed_at"])
         results.append(item)
-    return {"model": m.name, "on": on, "total": int(total), "limit": limit, "offset": offset, "results": results}
+    return {
+        "model": m.name,
+        "on": on,
+        "total": int(total),
+        "limit": limit,
+        "offset": offset,
+        "results": results,
+    }
 
 
 def migration(store: Store, project: Project, params: dict[str, Any]) -> dict[str, Any]:
@@ -393,11 +437,14 @@ def migration(store: Store, project: Project, params: dict[str, Any]) -> dict[st
     if d1 < d0:
         raise UserloopError("bad_date_range", "to is before from", "to")
     return migration_between(store, project, m, end_of_day(ctx, d0), end_of_day(ctx, d1)) | {
-        "from": d0.isoformat(), "to": d1.isoformat()
+        "from": d0.isoformat(),
+        "to": d1.isoformat(),
     }
 
 
-def migration_between(store: Store, project: Project, m: LayerModel, t0: datetime, t1: datetime) -> dict[str, Any]:
+def migration_between(
+    store: Store, project: Project, m: LayerModel, t0: datetime, t1: datetime
+) -> dict[str, Any]:
     rows = store.query(migration_sql(), {"pid": project.id, "model": m.name, "t0": t0, "t1": t1})
     layers = [*layer_names(m.kind, m.params), NONE]
     order = {name: i for i, name in enumerate(layers)}
@@ -420,9 +467,7 @@ def migration_between(store: Store, project: Project, m: LayerModel, t0: datetim
         "model": m.name,
         "kind": m.kind,
         "layers": layers,
-        "matrix": [
-            {"from": a, "to": b, "count": n, "share": n / from_totals[a]} for a, b, n in cells
-        ],
+        "matrix": [{"from": a, "to": b, "count": n, "share": n / from_totals[a]} for a, b, n in cells],
         "from_totals": from_totals,
         "to_totals": to_totals,
         "persons": sum(n for *_, n in cells),

@@ -48,7 +48,9 @@ async def delete_rule(request: Request) -> Response:
 
 async def check_rule(request: Request) -> Response:
     body = await json_object(request)
-    return await call(request, "alerts.check", {"dry_run": body.get("dry_run", False), "name": _name(request)})
+    return await call(
+        request, "alerts.check", {"dry_run": body.get("dry_run", False), "name": _name(request)}
+    )
 
 
 routes: list[Route] = [
