@@ -653,3 +653,22 @@ def test_recompute_of_a_past_date_after_late_events(w: World) -> None:
     rows = [r[1:] for r in history(w.store, "life") if r[0] == pid]
     assert rows == [("buying", mar10, apr20), ("sleeping", apr20, None)]
     assert layers_of(w, "life") == {"x": "sleeping", "y": "potential"}
+
+
+def test_names_and_values_are_bound_never_in_the_sql_text(w: World) -> None:
+    from userloop.people.layers.compute import Ref, layer_sql
+    from userloop.people.layers.model import PARAMS
+    from userloop.query.sql import Ctx
+
+    evil = "x'); DROP TABLE events; --"
+    ctx = Ctx(w.store, w.project)
+    ref = Ref(at=local("2024-06-01 00:00"), day=date(2024, 6, 1))
+    for kind, cls in PARAMS.items():
+        fields = {f: evil for f in cls.__struct_fields__ if f.endswith(("_event", "_property"))}
+        params = cls(
+            **fields, **({"activity_events": [evil]} if "activity_events" in cls.__struct_fields__ else {})
+        )
+        sql = layer_sql(ctx, params, ref)
+        assert evil not in sql and "DROP" not in sql, kind
+        assert evil in ctx.params.values(), kind
+        ctx.params = {}
