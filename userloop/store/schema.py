@@ -117,11 +117,12 @@ from userloop.store import (  # noqa: E402
     schema_audit,
     schema_console,
     schema_layers,
+    schema_recommend,
     schema_segments,
     schema_tags,
 )
 
-for _module in (schema_audit, schema_tags, schema_segments, schema_layers, schema_alerts, schema_console):
+for _module in (schema_audit, schema_tags, schema_segments, schema_layers, schema_alerts, schema_console, schema_recommend):
     DDL += _module.DDL
 
 SCHEMA_VERSION = "1"
