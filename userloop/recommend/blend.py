@@ -168,8 +168,10 @@ def sources(art: Artifact, req: Request, w: Weights, per_source: int = 200) -> l
 
 
 def fuse(art: Artifact, req: Request, w: Weights, m: int, *, exclude_seen: bool = True,
-         exclude_purchased: bool = True, allowed: np.ndarray | None = None) -> Fused:
-    """The best ``m`` candidates per row after summing the sources and removing what may not be shown."""
+         exclude_purchased: bool = True, allowed: np.ndarray | None = None,
+         boost: np.ndarray | None = None) -> Fused:
+    """The best ``m`` candidates per row after summing the sources and removing what may not be shown
+    (``allowed``: items that may be shown, default the active ones; ``boost``: a factor per item)."""
     n = len(req.users)
     parts = sources(art, req, w)
     out = Fused(np.full((n, m), -1, np.int32), np.full((n, m), -np.inf, np.float32),
@@ -189,6 +191,8 @@ def fuse(art: Artifact, req: Request, w: Weights, m: int, *, exclude_seen: bool 
     total = np.bincount(np.cumsum(first) - 1, weights=scores[order]).astype(np.float32)
     lead = order[first]
     rows, items, src, because = rows[lead], items[lead], src[lead], because[lead]
+    if boost is not None:
+        total = total * boost[items]
     keep = art.items.active[items] if allowed is None else allowed[items]
     if req.type_code is not None:
         keep &= art.items.item_type[items] == req.type_code

@@ -60,14 +60,16 @@ class EventLog:
     bought: np.ndarray  # bool
     users: np.ndarray  # object: user names
     items: Items
+    count: np.ndarray | None = None  # events per row (1 when absent)
 
     def subset(self, mask: np.ndarray) -> EventLog:
         return replace(self, user=self.user[mask], item=self.item[mask], ts=self.ts[mask],
-                       weight=self.weight[mask], bought=self.bought[mask])
+                       weight=self.weight[mask], bought=self.bought[mask],
+                       count=None if self.count is None else self.count[mask])
 
     def interactions(self, now: float | None = None) -> Interactions:
         return Interactions.from_events(self.user, self.item, self.ts, self.weight, self.bought,
-                                        self.users, self.items, now=now)
+                                        self.users, self.items, now=now, count=self.count)
 
 
 @dataclass
