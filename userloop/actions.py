@@ -42,6 +42,7 @@ ACTION_MODULES: tuple[str, ...] = (
     "userloop.people.segments",
     "userloop.people.layers",
     "userloop.people.alerts",
+    "userloop.recommend",
     "userloop.people.listing",
 )
 
