@@ -20,7 +20,7 @@ from userloop.errors import UserloopError
 from userloop.store.duckdb import Store
 from userloop.store.writer import Writer
 from userloop.web import console
-from userloop.web.api import admin, alerts, collect, events, layers, persons, query, segments, tags
+from userloop.web.api import admin, alerts, collect, events, layers, persons, query, recommend, segments, tags
 from userloop.web.cors import CollectorCORS
 from userloop.web.http import JSON, handle_internal_error, handle_userloop_error
 
@@ -89,7 +89,7 @@ def routes() -> list[BaseRoute]:
     for path in SENSORS:
         r += [Route(path, collect.sensors_endpoint, methods=["GET", "POST"])]
     # People (secret key): specific routes first, before the /api/persons/{distinct_id:path} catch-all
-    r += persons.routes + tags.routes + segments.routes + layers.routes + alerts.routes
+    r += persons.routes + tags.routes + segments.routes + layers.routes + alerts.routes + recommend.routes
     # Read APIs (secret key)
     r += [
         Route("/api/events", events.list_events, methods=["GET"]),
