@@ -243,7 +243,7 @@ def _add_subcommands() -> None:
     """Sub-command groups that live in their own modules (``userloop/cli/<name>.py``, each an ``app``)."""
     import importlib
 
-    for name in ("tags", "segments", "layers", "alerts", "persons"):
+    for name in ("tags", "segments", "layers", "alerts", "persons", "recommend"):
         module = importlib.import_module(f"userloop.cli.{name}")
         if getattr(module, "app", None) is not None:
             app.add_typer(module.app, name=name)
