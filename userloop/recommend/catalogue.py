@@ -285,7 +285,7 @@ def set_interests(store: Store, project: Project, distinct_id: Any, tags: Any) -
     )
     from userloop.recommend import serve
 
-    serve.interests_changed(project.id, distinct_id, clean)
+    serve.interests_changed(store, project.id, distinct_id, clean)
     return {"distinct_id": distinct_id, "tags": clean}
 
 

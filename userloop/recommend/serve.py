@@ -110,8 +110,12 @@ class Served:
         return np.array([names[t] for t in tags if t in names], np.int64)
 
 
-_cache: dict[int, Served] = {}
+_cache: dict[tuple[str, int], Served] = {}  # (DuckDB file, project id): tests open several files
 _cache_lock = threading.Lock()
+
+
+def _key(store: Store, project_id: int) -> tuple[str, int]:
+    return (str(store.path), project_id)
 
 
 def _build(store: Store, project: Project, art: Artifact, cfg: RecommendConfig) -> Served:
@@ -160,40 +164,40 @@ def _build(store: Store, project: Project, art: Artifact, cfg: RecommendConfig) 
 def install(store: Store, project: Project, art: Artifact, cfg: RecommendConfig) -> Served:
     served = _build(store, project, art, cfg)
     with _cache_lock:
-        _cache[project.id] = served
+        _cache[_key(store, project.id)] = served
     return served
 
 
-def forget(project_id: int | None = None) -> None:
+def forget(store: Store | None = None, project_id: int | None = None) -> None:
     """Drop cached models (all, or one project's): the next request loads from DuckDB."""
     with _cache_lock:
-        if project_id is None:
+        if store is None or project_id is None:
             _cache.clear()
         else:
-            _cache.pop(project_id, None)
+            _cache.pop(_key(store, project_id), None)
 
 
 def config_changed(store: Store, project: Project) -> None:
-    served = _cache.get(project.id)
+    served = _cache.get(_key(store, project.id))
     if served is not None:
         served.cfg = cfgmod.load(store, project)
         served.rules = {}
 
 
-def interests_changed(project_id: int, distinct_id: str, tags: list[str]) -> None:
-    served = _cache.get(project_id)
+def interests_changed(store: Store, project_id: int, distinct_id: str, tags: list[str]) -> None:
+    served = _cache.get(_key(store, project_id))
     if served is not None:
         served.interest_overlay[distinct_id] = served.tag_codes(tags)
 
 
 def get(store: Store, project: Project, train_if_missing: bool = True) -> Served:
-    served = _cache.get(project.id)
+    served = _cache.get(_key(store, project.id))
     if served is not None:
         return served
     from userloop.recommend.train import project_lock, train
 
     with project_lock(project.id):
-        served = _cache.get(project.id)
+        served = _cache.get(_key(store, project.id))
         if served is not None:
             return served
         rows = store.query(
@@ -210,7 +214,7 @@ def get(store: Store, project: Project, train_if_missing: bool = True) -> Served
     if not train_if_missing:
         raise UserloopError("model_not_trained", "no recommendation model yet: train one first", status=409)
     train(store, project, trigger="first_request")
-    return _cache[project.id]
+    return _cache[_key(store, project.id)]
 
 
 # -- one request ---------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ class Recommender(ABC):
                 ex = exclude[batch[known]].tocoo()
                 rows = np.flatnonzero(known)[ex.row]
                 s[rows, ex.col] = -np.inf
-            out.items[lo : lo + BATCH], out.scores[lo : lo + BATCH] = top_k(s, k)
+            idx, val = top_k(s, k)  # fewer columns than k when there are fewer items
+            out.items[lo : lo + BATCH, : idx.shape[1]], out.scores[lo : lo + BATCH, : idx.shape[1]] = idx, val
         return out
 
     def similar(self, items: np.ndarray, k: int, *, item_mask: np.ndarray | None = None) -> Candidates:

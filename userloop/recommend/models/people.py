@@ -55,6 +55,8 @@ class People(Recommender):
         out = Candidates.empty(len(users), k)
         for lo in range(0, len(users), BATCH):
             idx, val = top_k(self.scores(users[lo : lo + BATCH]), k)
-            out.items[lo : lo + BATCH] = np.where(idx >= 0, self.pool[np.maximum(idx, 0)], -1)
-            out.scores[lo : lo + BATCH] = val
+            width = idx.shape[1]
+            if width:
+                out.items[lo : lo + BATCH, :width] = np.where(idx >= 0, self.pool[np.maximum(idx, 0)], -1)
+                out.scores[lo : lo + BATCH, :width] = val
         return out
