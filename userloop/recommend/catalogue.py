@@ -209,7 +209,7 @@ def import_csv(store: Store, project: Project, text: str) -> dict[str, Any]:
     price, created, active = text_of("price"), text_of("created_at"), text_of("active")
     tags = (f"list_filter(list_transform(string_split({text_of('tags')}, '|'), lambda x: trim(x)), lambda x: x <> '')"
             if "tags" in col else "NULL")
-    params: dict[str, Any] = {"pid": project.id}
+    params: dict[str, Any] = {}  # the extra columns' names, as JSON keys
     pieces = []
     for name in ("title", "category", "author"):
         pieces.append(f"CASE WHEN {text_of(name)} IS NOT NULL THEN '\"{name}\":' || to_json({text_of(name)}) END")

@@ -123,8 +123,11 @@ def metrics(recs: np.ndarray, relevant: sp.csr_matrix, n_items: int) -> dict[str
     rows = np.repeat(np.arange(recs.shape[0]), recs.shape[1])
     flat = recs.ravel()
     ok = flat >= 0
-    hit = np.zeros(len(flat), bool)
-    hit[ok] = np.asarray(relevant[rows[ok], flat[ok]]).ravel() > 0
+    rel = relevant.tocoo()
+    rel_keys = np.sort(rel.row.astype(np.int64) * n_items + rel.col)
+    keys = rows.astype(np.int64) * n_items + np.maximum(flat, 0)
+    pos = np.minimum(np.searchsorted(rel_keys, keys), max(len(rel_keys) - 1, 0))
+    hit = ok & (rel_keys[pos] == keys) if len(rel_keys) else np.zeros(len(flat), bool)
     hit = hit.reshape(recs.shape)
     n_rel = np.diff(relevant.indptr)
     disc = 1.0 / np.log2(np.arange(2, recs.shape[1] + 2))
