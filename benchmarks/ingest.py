@@ -230,8 +230,9 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 class Server:
-    def __init__(self, db: Path, port: int, log: Path):
+    def __init__(self, db: Path, port: int, log: Path, extra: list[str] | None = None):
         self.db, self.port, self.log_path = db, port, log
+        self.extra = extra or []
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -239,7 +240,7 @@ class Server:
         self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "userloop.cli", "serve", "--db", str(self.db), "--host", "127.0.0.1",
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.db.parent,
@@ -591,7 +592,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bodies_timed, counts_timed = bodies[warm_n:], counts[warm_n:]
         body_bytes = sum(len(b) for b in bodies)
 
-        server = Server(db, args.port or free_port(), workdir / "server.log")
+        extra = [] if args.parse_workers is None else ["--parse-workers", str(args.parse_workers)]
+        server = Server(db, args.port or free_port(), workdir / "server.log", extra)
         server.start()
         spy = None
         try:
@@ -764,6 +766,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator (default raw)")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parse-workers", type=int, default=None,
+                   help="passed to userloop serve (default: its default, one per core; 0: parse in the server)")
     p.add_argument("--ids", choices=("uuid", "sequential"), default="uuid",
                    help="messageId style: random UUIDs as SDKs send them (default), or increasing")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
