@@ -26,6 +26,17 @@ def campaigns(pg: Page) -> Response:
     return pg.render("campaigns.html", title=pg.t("nav.campaigns"))
 
 
+@page("/p/{pid:int}/tracker-demo")
+def tracker_demo(pg: Page) -> Response:
+    """The web tracker's demo page (``/static/tracker-demo.html``) sending to this project."""
+    from urllib.parse import urlencode
+
+    from starlette.responses import RedirectResponse
+
+    assert pg.project is not None
+    return RedirectResponse("/static/tracker-demo.html?" + urlencode({"key": pg.project.write_key}), 303)
+
+
 def tables_of(value: Any, path: str = "") -> list[tuple[str, list[str], list[list[Any]]]]:
     """Every list of objects inside ``value``, as (path, columns, rows)."""
     out: list[tuple[str, list[str], list[list[Any]]]] = []

@@ -16,7 +16,6 @@ ANALYSES = (
     "trends", "funnel", "retention", "paths", "sessions", "visitors", "distribution", "channels", "content",
     "virality", "ltv",
 )  # fmt: skip
-TRACKER_DEMO = "/console/tracker-demo"  # served by the web tracker's module when present
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,7 @@ def navigation(pg: Page) -> list[Section]:
         ]),  # fmt: skip
         Section("nav.campaigns", [link("nav.campaigns_soon", "/campaigns")]),
         Section("nav.recommend", [link("nav.recommendations", "/recommendations")]),
-        Section("nav.data", [link("nav.live", "/live")]),
+        Section("nav.data", [link("nav.live", "/live"), link("nav.tracker_demo", "/tracker-demo")]),
         Section("nav.project", [link("nav.settings", "/settings")]),
     ]
-    if any(getattr(r, "path", None) == TRACKER_DEMO for r in pg.request.app.routes):
-        sections[5].links.append(Link("nav.tracker_demo", TRACKER_DEMO, path == TRACKER_DEMO))
     return sections
