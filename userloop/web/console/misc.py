@@ -2,7 +2,7 @@
 
 - **Campaigns** (reach, evaluation, coupons, strategy library): a placeholder in the navigation.
 - **Recommendations**: shown when ``recommend.*`` actions are registered. The page lists them;
-  ``recommend.feed`` (a person's feed with reasons) and ``recommend.metrics`` (offline and online
+  ``recommend.preview`` (a person's feed with reasons) and ``recommend.stats`` (online
   metrics per recommender) get a form each; until then it says the capability is not available.
   Results are shown as tables: each list of objects in the answer becomes one.
 """
@@ -18,7 +18,7 @@ from userloop.actions import action_names
 from userloop.errors import UserloopError
 from userloop.web.console.base import Page, page
 
-FEED, METRICS = "recommend.feed", "recommend.metrics"
+FEED, METRICS = "recommend.preview", "recommend.stats"  # a feed with reasons (no impression); online CTR
 
 
 @page("/p/{pid:int}/campaigns")
@@ -60,7 +60,7 @@ def recommendations(pg: Page) -> Response:
     person = pg.params.get("person", "").strip()
     if available and pg.params.get("run") in (FEED, METRICS) and pg.params["run"] in available:
         ran = pg.params["run"]
-        params: dict[str, Any] = {"person": person, "n": 10} if ran == FEED else {}
+        params: dict[str, Any] = {"distinct_id": person, "n": 10} if ran == FEED else {}
         try:
             result = pg.action(ran, params)
         except UserloopError as exc:
