@@ -153,6 +153,7 @@ def test_impressions_are_events_and_preview_records_none(shop: Shop) -> None:
     run_action("recommend.train", ctx, {})
     run_action("recommend.preview", ctx, {"distinct_id": "b"})
     feed = run_action("recommend.get", ctx, {"distinct_id": "b", "n": 2, "scene": "home"})
+    serve.flush_impressions()  # impressions are handed to the writer in batches
     w.writer.write(Payload())  # the writer is serial: this returns after the impression is stored
     rows = w.store.query("SELECT distinct_id, message_id, properties FROM events WHERE event = '$recommend_impression'")
     assert len(rows) == 1

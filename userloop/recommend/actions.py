@@ -135,6 +135,13 @@ def evaluate(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @action("recommend.stats")
 def online(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    serve.flush_impressions()  # buffered impressions first; the writer is serial, so an empty
+    if ctx.writer is not None:  # payload returns once they are stored
+        from userloop.ingest.event import Payload
+
+        ctx.writer.write(Payload())
+        if ctx.writer.spooled:  # acknowledged means spooled: wait until they are in DuckDB
+            ctx.writer.sync()
     return stats.online_stats(ctx.store, ctx.project, params)
 
 
