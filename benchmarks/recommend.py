@@ -56,7 +56,7 @@ def say(msg: str) -> None:
 
 
 # -- offline ------------------------------------------------------------------------------------
-def offline() -> dict[str, Any]:
+def offline(show: Any = print) -> dict[str, Any]:
     from userloop.cli.recommend import table
     from userloop.recommend.datasets import movielens_100k, taobao
     from userloop.recommend.evaluate import evaluate
@@ -76,10 +76,10 @@ def offline() -> dict[str, Any]:
             r["best_reference"] = best["recommender"]
             r["target_met"] = default["ndcg@10"] >= best["ndcg@10"]
             out[f"{name}/{split}"] = r
-            print(f"\n{name}, {split} ({r['seconds']} s):")
-            print(table(r))
-            print(f"default {default['ndcg@10']:.4f} vs best reference {best['recommender']} {best['ndcg@10']:.4f}: "
-                  f"{'met' if r['target_met'] else 'MISSED'}", flush=True)
+            show(f"\n{name}, {split} ({r['seconds']} s):")
+            show(table(r))
+            show(f"default {default['ndcg@10']:.4f} vs best reference {best['recommender']} {best['ndcg@10']:.4f}: "
+                  f"{'met' if r['target_met'] else 'MISSED'}")
     return out
 
 
@@ -271,15 +271,16 @@ def main() -> None:
     result: dict[str, Any] = {}
     started = time.perf_counter()
     if not args.skip_offline:
-        result["offline"] = offline()
+        result["offline"] = offline(say if args.json else print)
     if not args.skip_serving:
         result["serving"] = serving(args.users, args.items, args.requests, args.fresh_events)
         s = result["serving"]
-        print(f"\nserving at {s['users']:,} users / {s['items']:,} items (p50 / p99 ms):")
+        show = say if args.json else print
+        show(f"\nserving at {s['users']:,} users / {s['items']:,} items (p50 / p99 ms):")
         for key in ("in_process_default", "in_process_rules_scene", "in_process_n50", "http_default", "http_untracked",
                     "in_process_fresh"):
-            print(f"  {key:<24} {s[key]['p50_ms']:>8.3f} {s[key]['p99_ms']:>8.3f}")
-        print(f"  target p99 <= {TARGET_P99_MS} ms (in process and HTTP): {'met' if s['target_met'] else 'MISSED'}")
+            show(f"  {key:<24} {s[key]['p50_ms']:>8.3f} {s[key]['p99_ms']:>8.3f}")
+        show(f"  target p99 <= {TARGET_P99_MS} ms (in process and HTTP): {'met' if s['target_met'] else 'MISSED'}")
     result["seconds"] = round(time.perf_counter() - started, 1)
     say(f"total {result['seconds']} s")
     if args.json:

@@ -4,7 +4,7 @@
 
 - item metadata (type, category, tags, active, ids, titles) by item index;
 - per user (person): the history, most recent first, with a bought flag (``history``), the
-  collaborative-filtering candidates (``cf``) and people you may like (``people``);
+  candidates of the personal model (``cf``) and people you may like (``people``);
 - per item: similar items (``similar``: behaviour cosine + content, so new items have neighbours)
   and related items of other types (``cross``);
 - per tag: its popular items (``tag_popular``), for interest tags picked at sign-up;
@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import scipy.sparse as sp
 
-from userloop.recommend.data import Interactions, Items
+from userloop.recommend.data import Items
 from userloop.recommend.lists import Lists
 
 LIST_FIELDS = ("history", "cf", "people", "similar", "cross", "tag_popular", "popular", "trending", "latest")

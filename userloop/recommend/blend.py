@@ -3,7 +3,7 @@
 For a batch of requests (one in serving, thousands in evaluation; the same code) each *source*
 yields candidates with scores, read from the artifact's precomputed lists:
 
-``cf``        the person's collaborative-filtering list (the model that won offline)
+``cf``        the person's list from the personal model that won offline (item-kNN, ALS, EASE or content)
 ``recent``    neighbours of the person's most recent items (recency-decayed: behaviour as it arrives)
 ``interest``  popular items of the tags the person picked (cold start)
 ``popular``   time-decayed popularity; ``trending``; ``latest``  (per type when a type is asked)

@@ -2,8 +2,8 @@
 once and keep its candidates as compact lists.
 
 ``ModelParams`` are the hyper-parameters (per recommender) and list lengths; the blend weights live
-in ``userloop/recommend/blend.py``. The collaborative-filtering model of the feed is ``cf``
-(``itemknn``, ``als`` or ``ease``; ``auto`` is resolved by ``userloop/recommend/train.py`` on a
+in ``userloop/recommend/blend.py``. The personal model of the feed is ``cf`` (the collaborative
+filters ``itemknn``, ``als``, ``ease``, or ``content``; ``auto`` is resolved by ``userloop/recommend/train.py`` on a
 validation split).
 """
 
@@ -26,7 +26,7 @@ from userloop.recommend.models.itemsim import Content, CrossType, ItemKNN, block
 from userloop.recommend.models.people import People
 from userloop.recommend.models.popular import GlobalRecommender, Latest, Popular, Trending
 
-CF = Literal["auto", "itemknn", "als", "ease"]
+CF = Literal["auto", "itemknn", "als", "ease", "content"]
 
 
 class ModelParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

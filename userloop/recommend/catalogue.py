@@ -127,7 +127,8 @@ def get_item(store: Store, project: Project, item_type: str, item_id: str) -> di
 
 
 def list_items(store: Store, project: Project, params: dict[str, Any]) -> dict[str, Any]:
-    where, args = ["TRUE"], [project.id]
+    where: list[str] = ["TRUE"]
+    args: list[Any] = [project.id]
     if params.get("type"):
         where.append("item_type = ?")
         args.append(str(params["type"]))

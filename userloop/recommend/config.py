@@ -16,7 +16,7 @@ Saving goes through :func:`decode` (400 naming the bad field) and one statement.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -92,7 +92,6 @@ class RecommendConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fresh_events: bool = True  # read the person's events since the last training on each request
 
 
-DETAIL_WEIGHTS = {"similar": 2.0, "cross": 2.0}
 SOURCE_WEIGHT_KEYS = set(Weights.__struct_fields__)
 
 
@@ -193,5 +192,3 @@ def scene(cfg: RecommendConfig, name: str | None) -> Scene:
             return s
     return Scene(name=name or "default")
 
-
-Mode = Literal["feed", "detail"]

@@ -44,7 +44,7 @@ def movielens_100k(folder: Path) -> EventLog:
         FROM read_csv('{data}', delim='\t', header=false,
                       columns={{'user_id': 'INTEGER', 'item_id': 'INTEGER', 'rating': 'INTEGER', 'ts': 'BIGINT'}})""")
     n = len(items["idx"])
-    genres = np.stack(items["genres"]).astype(np.float32) if n else np.zeros((0, 19), np.float32)
+    genres = np.stack(list(items["genres"])).astype(np.float32) if n else np.zeros((0, 19), np.float32)
     meta = Items(
         item_type=np.zeros(n, np.int16), item_id=(items["idx"] + 1).astype(str).astype(object), types=["movie"],
         tags=sp.csr_matrix(genres), tag_names=GENRES, category=np.full(n, -1, np.int32), categories=[],

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from userloop.recommend.blend import Request, Weights, diversify, fuse
 from userloop.recommend.build import ModelParams, build_artifact, make, similar_items
 from userloop.recommend.data import Interactions, Items
+from userloop.recommend.models import PERSONAL_CF
 from userloop.recommend.models.base import Recommender
 
 SplitKind = Literal["loo", "time"]
@@ -278,13 +279,15 @@ def evaluate(log: EventLog, kind: SplitKind, *, tune: bool = True, models: tuple
             point, v = tune_model(name, valid)
             tuned[name] = v
             say(f"{kind}: tuned {name} {point} validation ndcg={v:.4f} ({time.perf_counter() - t:.1f}s)")
+        elif tune and valid is not None and name in PERSONAL_CF:  # content: no grid, but a feed candidate
+            tuned[name] = score_model(make(name, params).fit(valid.train), valid)["ndcg@10"]
         if name in TUNED:
             params = msgspec.structs.replace(params, **{name: point})
         t = time.perf_counter()
         model = make(name, params).fit(test.train)
         fit_s = time.perf_counter() - t
         rows.append(Row(name, score_model(model, test), fit_s, point, reference=name in TUNED))
-    cf = max((n for n in ("itemknn", "als", "ease") if n in tuned), key=lambda n: tuned[n], default="ease")
+    cf = max((n for n in PERSONAL_CF if n in tuned), key=lambda n: tuned[n], default="ease")
     params = msgspec.structs.replace(params, cf=cf)  # type: ignore[arg-type]
     if tune and valid is not None:
         params, v = tune_blend(valid, params, cf, say)

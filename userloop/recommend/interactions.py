@@ -98,7 +98,8 @@ def events_sql(rules: list[EventRule], p: _Params, project_id: int, start: datet
             src = (f"{table} ev, unnest(CAST(coalesce(json_extract(ev.properties, {p.p(json_path(rule.items))}), "
                    "'[]') AS JSON[])) AS arr(it)")
             doc = "arr.it"
-            id_path, type_path = json_path("item_id"), json_path("item_type")
+            id_path = json_path("item_id")
+            type_path: str | None = json_path("item_type")
         else:
             src, doc = f"{table} ev", "ev.properties"
             id_path = json_path(rule.item_id)

@@ -1,7 +1,7 @@
 """Training a project's recommendations: interactions -> artifact -> DuckDB -> the serving cache.
 
 ``train()`` reads the interactions (one SQL query), resolves ``cf = "auto"`` by a leave-last-out
-validation on the project's own data (item-kNN, ALS and EASE with their parameters; the best
+validation on the project's own data (item-kNN, ALS, EASE and content with their parameters; the best
 NDCG@10 wins), builds the artifact and saves it with its ``recommend_models`` row in one
 transaction (older models beyond the last ``KEEP`` are deleted), then installs it in the serving
 cache. A per-project lock keeps a scheduled run and "train now" from interleaving.
@@ -44,7 +44,7 @@ def project_lock(project_id: int) -> threading.Lock:
 
 
 def choose_cf(data: Interactions, params: ModelParams) -> tuple[str, dict[str, float]]:
-    """The CF model with the best leave-last-out NDCG@10 on ``data`` itself (ties: the first)."""
+    """The personal model with the best leave-last-out NDCG@10 on ``data`` itself (ties: the first)."""
     if len(data.pair_user) > AUTO_MAX_PAIRS:
         return "als", {}
     log_ = EventLog(user=data.pair_user.astype(np.int64), item=data.pair_item.astype(np.int64), ts=data.pair_last,
@@ -72,7 +72,8 @@ def train(store: Store, project: Project, trigger: str = "api", until: datetime 
         cfg = cfgmod.load(store, project)
         until = until or datetime.now(UTC)
         data = interactions.load(store, project, cfg, until)
-        cf, validation = cfg.params.cf, {}
+        cf: str = cfg.params.cf
+        validation: dict[str, float] = {}
         if cf == "auto":
             cf, validation = choose_cf(data, cfg.params)
         cur = store.new_cursor()

@@ -13,6 +13,7 @@ RECOMMENDERS: dict[str, type[Recommender]] = {
     cls.name: cls
     for cls in (Latest, Popular, Trending, Interest, Cooccurrence, Cosine, Content, ItemKNN, CrossType, ALS, EASE, People)
 }
-PERSONAL_CF = ("itemknn", "als", "ease")  # candidates for the feed's collaborative filtering
+# candidates for the feed's personal list ("cf"): the one with the best validation NDCG@10 is used
+PERSONAL_CF = ("itemknn", "als", "ease", "content")
 
 __all__ = ["RECOMMENDERS", "PERSONAL_CF", "Candidates", "Recommender"]
