@@ -184,3 +184,23 @@ def test_similar_items_and_people(shop: Shop) -> None:
     # (cooking) nothing
     assert [p["person_id"] for p in ppl["people"]] == [persons["b"], persons["c"]]
     assert [p["activity"] for p in ppl["people"]] == [3, 2]
+
+
+def test_a_new_project_serves_its_newest_items_and_trains_on_the_first_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from userloop.store.duckdb import Store
+    from userloop.store.writer import Writer
+
+    store = Store(tmp_path / "new.duckdb")
+    project = store.create_project("new", "UTC")
+    with Writer(store) as writer:
+        ctx = ActionContext(store=store, writer=writer, project=project)
+        run_action("recommend.items.set", ctx, {"items": [
+            {"type": "post", "id": "old", "created_at": (NOW - timedelta(days=9)).isoformat()},
+            {"type": "post", "id": "new", "created_at": (NOW - timedelta(days=1)).isoformat()},
+            {"type": "post", "id": "off", "created_at": NOW.isoformat(), "active": False},
+            {"type": "post", "id": "undated"}]})
+        feed = run_action("recommend.get", ctx, {"distinct_id": "first-visitor", "n": 5})
+        # no events yet: nothing is popular; the newest active items fill the list, newest first
+        assert keys(feed) == ["post:new", "post:old"] and {i["source"] for i in feed["items"]} == {"latest"}
+        assert run_action("recommend.models", ctx, {})["models"][0]["trigger"] == "first_request"
+    store.close()

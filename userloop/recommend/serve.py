@@ -19,6 +19,7 @@ import hashlib
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -363,6 +364,12 @@ def recommend(
     f = fuse(art, req, w, max(3 * n, n + len(rules.pins)), exclude_seen=sc.exclude_seen,
              exclude_purchased=sc.exclude_purchased, allowed=rules.allowed, boost=rules.boost)
     f = diversify(f, art.items.item_type, art.items.category, n, sc.diversity)
+    if int((f.items[0] >= 0).sum()) < n:  # too few (a new project, a narrow scene): popular, then newest
+        backfill = Weights(cf=0, recent=0, interest=0, popular=1.0, trending=0, latest=BACKFILL_LATEST, similar=0,
+                           cross=0)
+        extra = fuse(art, req, backfill, n, exclude_seen=sc.exclude_seen, exclude_purchased=sc.exclude_purchased,
+                     allowed=rules.allowed, boost=rules.boost)
+        f = _append(f, extra, n)
     items = _with_pins(f, rules.pins, n, type_code, art)
     out = _explain(served, items, interests)
     rec_id = uuid.uuid4().hex
@@ -371,6 +378,22 @@ def recommend(
     return {"rec_id": rec_id, "scene": sc.name, "variant": variant, "model_id": served.model_id,
             "person_id": person, "known_person": row >= 0, "items": out,
             "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+BACKFILL_LATEST = 1e-3  # newest items only after every item with a popularity
+
+
+def _append(f: Fused, extra: Fused, n: int) -> Fused:
+    """``f``'s items, then ``extra``'s not already there, at most ``n`` (one row)."""
+    have = set(f.items[0][f.items[0] >= 0].tolist())
+    keep = [j for j, i in enumerate(extra.items[0].tolist()) if i >= 0 and i not in have]
+    mine = np.flatnonzero(f.items[0] >= 0)
+
+    def cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[0][mine], b[0][keep]])[None, :n]
+
+    return Fused(cat(f.items, extra.items), cat(f.scores, extra.scores), cat(f.source, extra.source),
+                 cat(f.because, extra.because))
 
 
 def _with_pins(f: Fused, pins: list[tuple[int, int]], n: int, type_code: int | None, art: Artifact) -> list[tuple[int, float, int, int]]:
@@ -419,12 +442,13 @@ class _Impressions:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pending: dict[int, tuple[Writer, list[Any]]] = {}
+        # writers held weakly: a buffer must not keep a stopped writer (and its DuckDB file) alive
+        self.pending: dict[int, tuple[weakref.ref[Writer], list[Any]]] = {}
         self.thread: threading.Thread | None = None
 
     def add(self, writer: Writer, event: Any) -> None:
         with self.lock:
-            events = self.pending.setdefault(id(writer), (writer, []))[1]
+            events = self.pending.setdefault(id(writer), (weakref.ref(writer), []))[1]
             events.append(event)
             if len(events) >= FLUSH_EVENTS:
                 from userloop.ingest.event import Payload
@@ -439,8 +463,10 @@ class _Impressions:
         from userloop.ingest.event import Payload
 
         with self.lock:  # submitting under the lock keeps flushes in order (the queue put is cheap)
-            for writer, events in self.pending.values():
-                writer.submit(Payload(events=events, accepted=len(events)))
+            for ref, events in self.pending.values():
+                writer = ref()
+                if writer is not None and events and writer.is_alive():
+                    writer.submit(Payload(events=events, accepted=len(events)))
             self.pending = {}
 
     def _loop(self) -> None:

@@ -47,6 +47,8 @@ def choose_cf(data: Interactions, params: ModelParams) -> tuple[str, dict[str, f
     """The personal model with the best leave-last-out NDCG@10 on ``data`` itself (ties: the first)."""
     if len(data.pair_user) > AUTO_MAX_PAIRS:
         return "als", {}
+    if int((data.activity >= 2).sum()) == 0:  # nobody to hold an item out for: nothing to compare
+        return "itemknn", {}
     log_ = EventLog(user=data.pair_user.astype(np.int64), item=data.pair_item.astype(np.int64), ts=data.pair_last,
                     weight=data.pair_weight, bought=data.pair_bought, users=data.users, items=data.items)
     s = split(log_, "loo")
