@@ -65,6 +65,22 @@ def evaluate(
         out.print(table(result), highlight=False, soft_wrap=True)
 
 
+@app.command("evaluations")
+def evaluations(
+    project: ProjectOption,
+    db: DbOption = DEFAULT_DB,
+    split: Annotated[str | None, typer.Option("--split", help="only loo or time")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """The latest stored evaluation per split (what `evaluate` printed), with its time."""
+    result = _call(db, project, "recommend.evaluations", {"split": split} if split else {})
+    if as_json:
+        _print_json(result)
+        return
+    texts = [f"evaluated at {e['evaluated_at']} (best: {e['best']})\n{table(e)}" for e in result["evaluations"]]
+    out.print("\n\n".join(texts) or "no evaluation yet: run `userloop recommend evaluate`", highlight=False, soft_wrap=True)
+
+
 @app.command("train")
 def train(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Train now: fit every recommender and replace the served model."""

@@ -2,7 +2,8 @@
 
 Serving: ``recommend.get`` (the feed; tracks an impression), ``recommend.preview`` (the same, not
 tracked), ``recommend.similar``, ``recommend.people``. Models: ``recommend.train``,
-``recommend.models``, ``recommend.evaluate``, ``recommend.stats``. Settings:
+``recommend.models``, ``recommend.evaluate``, ``recommend.evaluations`` (the latest stored evaluation
+per split), ``recommend.stats``. Settings:
 ``recommend.config.get|set``. Catalogue: ``recommend.items.set|get|list|delete|import``,
 ``recommend.tags``, ``recommend.interests.set|get``.
 """
@@ -131,6 +132,37 @@ def evaluate(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
         serve.config_changed(ctx.store, ctx.project)
         result["applied"] = True
     return result
+
+
+def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The numeric fields of the rows (``ndcg@10``, ``hr@10``, ``recall@10``, ``coverage``, ``train_s``), in order."""
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool) and k not in cols]
+    return cols
+
+
+@action("recommend.evaluations")
+def evaluations(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The latest stored ``recommend.evaluate`` result per split (``split``: only loo or time), as
+    stored, with ``evaluated_at``, ``metrics`` (the metric columns of ``rows``) and ``best`` (the
+    recommender with the highest NDCG@10, the first such row on ties; none when no row hit)."""
+    split = params.get("split") or None
+    if split not in (None, "loo", "time"):
+        raise UserloopError("invalid_field", "split must be 'loo' or 'time'", "split")
+    rows = ctx.store.query(
+        """SELECT evaluated_at, split, result FROM recommend_evaluations
+           WHERE project_id = ? AND (? IS NULL OR split = ?)
+           QUALIFY row_number() OVER (PARTITION BY split ORDER BY evaluated_at DESC) = 1
+           ORDER BY split""", [ctx.project.id, split, split])  # fmt: skip
+    out = []
+    for r in rows:
+        result: dict[str, Any] = msgspec.json.decode(r["result"])
+        table = result.get("rows") or []
+        best = max(table, key=lambda x: x.get("ndcg@10") or 0.0, default=None)  # max keeps the first on ties
+        out.append({**result, "split": r["split"], "evaluated_at": r["evaluated_at"], "metrics": _metric_columns(table),
+                    "best": best["recommender"] if best and (best.get("ndcg@10") or 0.0) > 0 else None})
+    return {"evaluations": out}
 
 
 @action("recommend.stats")

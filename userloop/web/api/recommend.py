@@ -6,7 +6,8 @@ Apps (write key or secret key, as ``Authorization: Bearer``, HTTP Basic user or 
 
 Secret key: ``GET /api/recommend/preview``, ``/similar``, ``/people``, ``/tags``, ``/models``,
 ``/stats``, ``GET /api/recommend/interests?distinct_id=``, ``POST /api/recommend/train``,
-``POST /api/recommend/evaluate``, ``GET|PUT /api/recommend/config``; the catalogue:
+``POST /api/recommend/evaluate``, ``GET /api/recommend/evaluations?split=`` (the latest stored
+evaluation per split), ``GET|PUT /api/recommend/config``; the catalogue:
 ``GET|POST /api/items``, ``POST /api/items/import`` (CSV), ``GET|DELETE /api/items/{type}/{id}``.
 """
 
@@ -116,6 +117,10 @@ async def evaluate(request: Request) -> Response:
     return await _run(request, project, "recommend.evaluate", {**_query(request), **await _object(request)})
 
 
+async def evaluations(request: Request) -> Response:
+    return await _secret(request, "recommend.evaluations", _query(request))
+
+
 async def get_config(request: Request) -> Response:
     return await _secret(request, "recommend.config.get", {})
 
@@ -185,6 +190,7 @@ routes: list[Route] = [
     Route("/api/recommend/stats", stats, methods=["GET"]),
     Route("/api/recommend/train", train, methods=["POST"]),
     Route("/api/recommend/evaluate", evaluate, methods=["POST"]),
+    Route("/api/recommend/evaluations", evaluations, methods=["GET"]),
     Route("/api/recommend/config", get_config, methods=["GET"]),
     Route("/api/recommend/config", put_config, methods=["PUT"]),
     Route("/api/items", list_items, methods=["GET"]),
