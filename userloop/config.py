@@ -20,6 +20,7 @@ class Settings:
     writer_max_batch: int = 20_000  # events per DuckDB transaction
     writer_max_wait_ms: float = 5.0  # how long the writer waits to fill a batch
     gil_switch_interval_s: float = 0.0005  # see ``userloop serve``
+    gc_thresholds: tuple[int, int, int] = (20_000, 20, 20)  # Python's default is (700, 10, 10)
     spool: bool = True  # acknowledge after the fsynced spool, load into DuckDB in large transactions
     parse_workers: int = 0  # processes that parse collector bodies (``userloop serve``: one per core)
     max_request_bytes: int = MAX_REQUEST_BYTES

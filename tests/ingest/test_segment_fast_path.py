@@ -67,13 +67,29 @@ MESSAGES: list[dict[str, Any]] = [
     {"type": "track", "messageId": "m7", "userId": "u7", "event": "Bad Time", "timestamp": "yesterday"},
     {"type": "track", "messageId": "m8", "userId": "u8", "event": "Epoch", "timestamp": 1763899200123},
     {"type": "track", "messageId": "m9", "userId": "u9", "event": "Future", "timestamp": "2030-01-01T00:00:00Z"},
+    {"type": "track", "messageId": "m10", "userId": "", "anonymousId": 7.5, "event": "E" * 201},  # bad_event
+    {"type": "track", "messageId": "m" * 201, "userId": "u11", "event": "E" * 201},  # the id is named first
+    {  # empty context values are absent values; url/referrer fall back on (non-text) properties
+        "type": "track", "messageId": "m12", "userId": "u12", "event": "Empty", "properties": {"url": 5, "referrer": ""},
+        "context": {"page": {"url": "", "path": "", "referrer": ""}, "campaign": {"source": "", "medium": "email"},
+                    "ip": "", "library": {"name": "", "version": "1"}, "location": {"city": ""}},
+    },
+    {"type": "track", "messageId": "m14", "userId": "u14", "event": "E", "properties": [1]},  # bad_properties
+    {"type": "track", "messageId": "m15", "anonymousId": "a15", "event": "E", "properties": "text"},
+    {"type": "track", "messageId": "m16", "event": "E", "properties": [1]},  # no id is named first
+    {"type": "page", "messageId": "m13", "userId": "u13", "properties": {"path": "/p", "name": "kept?"}, "name": "N"},
 ]
 
 
 def test_fast_and_generic_paths_store_the_same_events() -> None:
     fast, generic = both({"batch": MESSAGES, "sentAt": "2026-11-23T12:00:01Z"})
     assert _norm(fast) == _norm(generic)
-    assert fast.accepted == 6 and [r.messageId for r in fast.rejected] == ["m5", "m6", "m7"]
+    assert fast.accepted == 8
+    assert [(r.messageId, r.code) for r in fast.rejected] == [
+        ("m5", "missing_event"), ("m6", "missing_distinct_id"), ("m7", "bad_timestamp"), ("m10", "bad_event"),
+        ("m" * 201, "bad_message_id"), ("m14", "bad_properties"), ("m15", "bad_properties"),
+        ("m16", "missing_distinct_id"),
+    ]
     assert msgspec.json.decode(bytes(fast.events[0].properties))["tags"] == ["a", "b"]
 
 
@@ -83,9 +99,13 @@ def test_fast_and_generic_paths_store_the_same_events() -> None:
         {"batch": [{"type": "identify", "messageId": "i", "userId": "u", "anonymousId": "a", "traits": {"k": 1}}]},
         {"batch": [{"type": "track", "event": "No Id", "userId": "u"}]},  # hashed message id
         {"batch": [{"type": "track", "messageId": 5, "event": "E", "userId": "u"}]},  # numeric id
-        {"batch": [{"type": "track", "messageId": "x", "event": "E", "userId": "u", "properties": [1]}]},
+        {"batch": [{"type": "track", "messageId": "", "event": "E", "userId": "u"}]},  # empty id: hashed
         {"batch": [{"type": "track", "messageId": "x", "event": "E", "userId": "u", "context": {"page": "p"}}]},
         {"batch": [{"type": "track", "messageId": "x", "event": "E", "userId": "u"}], "context": {"ip": "1.1.1.1"}},
+        # a number where the context has text: the generic path converts it
+        {"batch": [{"type": "track", "messageId": "x", "event": "E", "userId": "u", "context": {"ip": 5}}]},
+        {"batch": [{"type": "track", "messageId": "x", "event": "E", "userId": "u",
+                    "context": {"app": {"version": 3.1}}}]},
         {"batch": ["not an object"]},
         {"batch": "nope"},
         ["a list"],

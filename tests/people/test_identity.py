@@ -58,6 +58,35 @@ def test_merge_two_existing_persons_keeps_identified_values(store: tuple[Store, 
     assert s.query("SELECT count(*) AS n FROM persons WHERE project_id = ?", [pid]) == [{"n": 1}]
 
 
+def test_operations_in_one_batch_apply_in_arrival_order(store: tuple[Store, Writer, int]) -> None:
+    """Profile operations and merges are applied in bulk, but a merge never overtakes an earlier
+    operation on one of its persons (by its own id or one merged in the same batch)."""
+    s, w, pid = store
+    w.write(Payload(events=[ev(pid, "0", "user"), ev(pid, "5", "d")],
+                    ops=[ProfileOp(project_id=pid, distinct_id="user", op="set", properties={"city": "Beijing"}),
+                         ProfileOp(project_id=pid, distinct_id="d", op="set", properties={"tier": "bronze"})]))
+    w.write(Payload(events=[ev(pid, "1", "anon"), ev(pid, "2", "b"), ev(pid, "3", "c")], ops=[
+        # before the identify: the anonymous person's own value, which the identified one's wins over
+        ProfileOp(project_id=pid, distinct_id="anon", op="set", properties={"city": "Hangzhou", "src": "weibo"}),
+        Merge(project_id=pid, distinct_id="user", other_id="anon", kind="identify"),
+        # after the identify: a set through either id changes the merged person
+        ProfileOp(project_id=pid, distinct_id="anon", op="set", properties={"plan": "pro"}),
+        # c joins b, then an operation on c, then b joins d: the operation lands before that merge,
+        # so d's own value wins the merge
+        Merge(project_id=pid, distinct_id="b", other_id="c"),
+        ProfileOp(project_id=pid, distinct_id="c", op="set", properties={"tier": "gold"}),
+        Merge(project_id=pid, distinct_id="d", other_id="b"),
+        ProfileOp(project_id=pid, distinct_id="d", op="set_once", properties={"tier": "silver", "n": 1}),
+    ]))
+    assert props(s, pid, "anon") == {"city": "Beijing", "src": "weibo", "plan": "pro"}
+    assert props(s, pid, "c") == props(s, pid, "d") == {"tier": "bronze", "n": 1}
+    ids = person_map(s, pid)
+    assert ids["anon"] == ids["user"] and ids["b"] == ids["c"] == ids["d"] != ids["user"]
+    # the identify's undo snapshot holds what the anonymous person had at that moment
+    log = s.query("SELECT absorbed_properties FROM merge_log WHERE project_id = ? AND kind = 'identify'", [pid])
+    assert [json.loads(r["absorbed_properties"]) for r in log] == [{"city": "Hangzhou", "src": "weibo"}]
+
+
 def test_merge_chain_and_unbind(store: tuple[Store, Writer, int]) -> None:
     s, w, pid = store
     w.write(Payload(ops=[

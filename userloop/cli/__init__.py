@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -106,6 +107,11 @@ def serve(
     # the writer thread acknowledges requests: let it take the GIL within 0.5 ms instead of the
     # default 5 ms, or every acknowledgement waits behind request parsing on the event loop
     sys.setswitchinterval(settings.gil_switch_interval_s)
+    # the objects made at start-up (modules, the app) are never garbage: keep the cyclic collector
+    # from walking them again and again, and let it run less often (requests make few cycles)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.gc_thresholds)
     try:
         uvicorn.run(
             create_app(store, settings=settings, admin_token=token, scheduler=True),

@@ -19,6 +19,7 @@ from userloop.ingest.event import Event
 
 _json_encode = msgspec.json.Encoder().encode
 _EPOCH_MS_THRESHOLD = 10_000_000_000  # numbers above this are milliseconds
+_FUTURE_TOLERANCE = timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
 
 
 class MessageError(ValueError):
@@ -46,11 +47,12 @@ def parse_time(value: Any, field: str) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError as exc:
             raise MessageError(f"{field} is not a valid ISO-8601 timestamp: {value!r}", "bad_timestamp") from exc
-        if parsed.tzinfo is None:
+        tz = parsed.tzinfo
+        if tz is None:
             parsed = parsed.replace(tzinfo=UTC)
         if not 1970 <= parsed.year <= 9000:
             raise MessageError(f"{field} is out of range: {value!r}", "bad_timestamp")
-        return parsed.astimezone(UTC)
+        return parsed if tz is None or tz is UTC else parsed.astimezone(UTC)
     raise MessageError(f"{field} must be an ISO-8601 string or epoch number", "bad_timestamp")
 
 
@@ -58,12 +60,8 @@ def corrected_time(original: datetime | None, sent_at: datetime | None, received
     """Correct for a wrong client clock: ``ts - (sent_at - received_at)``; far future -> now."""
     if original is None:
         return received_at
-    ts = original
-    if sent_at is not None:
-        ts = original - (sent_at - received_at)
-    if ts - received_at > timedelta(seconds=FUTURE_TOLERANCE_SECONDS):
-        return received_at
-    return ts
+    ts = original if sent_at is None else original - (sent_at - received_at)
+    return received_at if ts > received_at + _FUTURE_TOLERANCE else ts
 
 
 def message_id_for(project_id: int, provided: Any, fallback: dict[str, Any]) -> str:
@@ -192,7 +190,7 @@ def utm_from_url(url: str | None) -> dict[str, str]:
 
 
 @lru_cache(maxsize=8192)
-def _path_of(url: str) -> str | None:
+def path_of(url: str) -> str | None:
     try:
         return urlsplit(url).path or None
     except ValueError:
@@ -266,7 +264,7 @@ def build_event(
             utm_content = utm_content or utm.get("utm_content")
             utm_term = utm_term or utm.get("utm_term")
         if path is None:
-            path = _path_of(url)
+            path = path_of(url)
     referring_domain = domain_of(referrer) if referrer is not None else None
     return Event(
         project_id=project_id,

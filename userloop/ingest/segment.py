@@ -8,19 +8,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from userloop.ingest.event import GroupOp, Merge, Payload, ProfileOp, Rejected, stamp_merges
+from userloop.ingest.event import Event, GroupOp, Merge, Payload, ProfileOp, Rejected, stamp_merges
 from userloop.ingest.normalize import (
     Context,
     MessageError,
     as_id,
     build_event,
+    channel_for,
     check_message_size,
+    corrected_time,
+    domain_of,
+    encode_properties,
     message_id_for,
     parse_time,
+    path_of,
+    utm_from_url,
 )
 from userloop.ingest.useragent import parse_user_agent
 
@@ -220,33 +226,36 @@ def write_key_of(body: Any) -> str | None:
 # very large body) goes through :func:`parse` instead, so both paths store the same events.
 
 
-class _Named(msgspec.Struct):
-    name: Any = None
-    version: Any = None
-    type: Any = None
+# ``gc=False``: decoded JSON holds no reference cycles, and untracked structs keep the garbage
+# collector from walking every message of every request (it tripled the decoding cost). Context
+# values are typed text: a number there sends the batch to the generic path, which converts it.
+class _Named(msgspec.Struct, gc=False):
+    name: str | None = None
+    version: str | None = None
+    type: str | None = None
 
 
-class _Page(msgspec.Struct):
-    url: Any = None
-    path: Any = None
-    referrer: Any = None
+class _Page(msgspec.Struct, gc=False):
+    url: str | None = None
+    path: str | None = None
+    referrer: str | None = None
 
 
-class _Campaign(msgspec.Struct):
-    source: Any = None
-    medium: Any = None
-    name: Any = None
-    content: Any = None
-    term: Any = None
+class _Campaign(msgspec.Struct, gc=False):
+    source: str | None = None
+    medium: str | None = None
+    name: str | None = None
+    content: str | None = None
+    term: str | None = None
 
 
-class _Location(msgspec.Struct):
-    city: Any = None
-    region: Any = None
-    country: Any = None
+class _Location(msgspec.Struct, gc=False):
+    city: str | None = None
+    region: str | None = None
+    country: str | None = None
 
 
-class _Context(msgspec.Struct):
+class _Context(msgspec.Struct, gc=False):
     page: _Page | None = None
     campaign: _Campaign | None = None
     os: _Named | None = None
@@ -254,13 +263,13 @@ class _Context(msgspec.Struct):
     app: _Named | None = None
     location: _Location | None = None
     library: _Named | None = None
-    userAgent: Any = None
-    ip: Any = None
+    userAgent: str | None = None
+    ip: str | None = None
 
 
-class _Message(msgspec.Struct):
-    type: Any = None
-    messageId: Any = None
+class _Message(msgspec.Struct, gc=False):
+    type: Literal["track", "page", "screen"]  # identify, alias, group: the generic path
+    messageId: Annotated[str, msgspec.Meta(min_length=1)]  # absent: the generic path hashes one
     event: Any = None
     userId: Any = None
     anonymousId: Any = None
@@ -273,7 +282,7 @@ class _Message(msgspec.Struct):
     category: Any = None
 
 
-class _Batch(msgspec.Struct):
+class _Batch(msgspec.Struct, gc=False):
     batch: list[_Message]
     sentAt: Any = None
     context: Any = None
@@ -288,7 +297,6 @@ _EMPTY_PAGE = _Page()
 _EMPTY_NAMED = _Named()
 _EMPTY_CAMPAIGN = _Campaign()
 _EMPTY_LOCATION = _Location()
-_FAST_TYPES = ("track", "page", "screen")
 
 
 def decode_batch_fast(raw: bytes) -> _Batch | None:
@@ -297,14 +305,7 @@ def decode_batch_fast(raw: bytes) -> _Batch | None:
         body = _decode_batch(raw)
     except msgspec.DecodeError:  # includes ValidationError: a field not shaped as expected
         return None
-    if body.context is not None:
-        return None
-    for m in body.batch:
-        if m.type not in _FAST_TYPES or m.messageId in (None, "") or type(m.messageId) is not str:
-            return None
-        if len(m.properties) and bytes(memoryview(m.properties)[:1]) not in (b"{", b"n"):
-            return None  # not an object (or null): the generic path names the error
-    return body
+    return body if body.context is None else None
 
 
 def write_key_of_fast(body: _Batch) -> str | None:
@@ -335,78 +336,112 @@ def parse_fast(body: _Batch, *, project_id: int, received_at: datetime) -> Paylo
     return out
 
 
-def _fast_event(m: _Message, project_id: int, received_at: datetime, batch_sent_at: datetime | None) -> Any:
-    user_id = as_id(m.userId)
-    anonymous_id = as_id(m.anonymousId)
+def _fast_event(m: _Message, project_id: int, received_at: datetime, batch_sent_at: datetime | None) -> Event:
+    """:func:`parse_message` + :func:`~userloop.ingest.normalize.build_event` for one typed message,
+    building the Event directly (this runs for every event of the collector's main path)."""
+    uid, aid = m.userId, m.anonymousId
+    user_id = None if uid is None or uid == "" else uid if uid.__class__ is str else as_id(uid)
+    anonymous_id = None if aid is None or aid == "" else aid if aid.__class__ is str else as_id(aid)
     distinct_id = user_id or anonymous_id
     if distinct_id is None:
         raise MessageError("userId or anonymousId is required", "missing_distinct_id")
-    original = parse_time(m.timestamp or m.originalTimestamp, "timestamp")
-    sent_at = parse_time(m.sentAt, "sentAt") or batch_sent_at
+    first = bytes(memoryview(m.properties)[:1])  # b"" when absent
+    if first != b"{" and first != b"n" and first:
+        raise MessageError("properties must be a JSON object", "bad_properties")
+    ts = m.timestamp or m.originalTimestamp
+    original = parse_time(ts, "timestamp") if ts is not None else None
+    sent_at = (parse_time(m.sentAt, "sentAt") if m.sentAt is not None else None) or batch_sent_at
     kind = m.type
-    raw_props: msgspec.Raw | None = m.properties
+    has_props = first == b"{"  # absent or JSON null: no properties
     props: dict[str, Any] | None = None
-    if bytes(memoryview(m.properties)[:1]) != b"{":
-        raw_props = None  # absent or JSON null
     if kind == "track":
         event = m.event
         if not isinstance(event, str) or not event:
             raise MessageError("track needs an event name", "missing_event")
-        properties: Any = raw_props
     else:
         event = "$pageview" if kind == "page" else "$screen"
+    mid = m.messageId  # checks in the generic path's order, so both name the same first problem
+    if len(mid) > 200:
+        raise MessageError("messageId is longer than 200 characters", "bad_message_id")
+    if len(event) > 200:
+        raise MessageError("event name is longer than 200 characters", "bad_event")
+    if kind == "track":
+        properties: Any = encode_properties(m.properties) if has_props else "{}"
+    else:
         props = _props_dict(m)
-        properties = dict(props)
+        page_props = dict(props)
         if m.name:
-            properties["name"] = m.name
+            page_props["name"] = m.name
         if m.category:
-            properties["category"] = m.category
+            page_props["category"] = m.category
+        properties = encode_properties(page_props)
     ctx = m.context or _EMPTY_CONTEXT
     page = ctx.page or _EMPTY_PAGE
-    url, path, referrer = page.url, page.path, page.referrer
-    if not (url and path and referrer) and raw_props is not None:  # the generic path falls back on properties
+    url, path, referrer = page.url or None, page.path or None, page.referrer or None
+    if not (url and path and referrer) and has_props:  # the generic path falls back on properties
         props = props if props is not None else _props_dict(m)
-        url = url or props.get("url")
-        path = path or props.get("path")
-        referrer = referrer or props.get("referrer")
+        url = url or _text(props.get("url"))
+        path = path or _text(props.get("path"))
+        referrer = referrer or _text(props.get("referrer"))
     campaign = ctx.campaign or _EMPTY_CAMPAIGN
+    utm_source, utm_medium, utm_campaign = campaign.source or None, campaign.medium or None, campaign.name or None
+    utm_content, utm_term = campaign.content or None, campaign.term or None
+    if url is not None:
+        if "utm_" in url:
+            utm = utm_from_url(url)
+            if utm:
+                utm_source = utm_source or utm.get("utm_source")
+                utm_medium = utm_medium or utm.get("utm_medium")
+                utm_campaign = utm_campaign or utm.get("utm_campaign")
+                utm_content = utm_content or utm.get("utm_content")
+                utm_term = utm_term or utm.get("utm_term")
+        if path is None:
+            path = path_of(url)
+    referring_domain = domain_of(referrer) if referrer is not None else None
     library = ctx.library or _EMPTY_NAMED
     location = ctx.location or _EMPTY_LOCATION
     ua_os, ua_browser, ua_device = parse_user_agent(ctx.userAgent)
-    lib = library.name
+    lib = library.name or None
     if lib and library.version:
         lib = f"{lib}/{library.version}"
-    context = Context(
-        url=url,
-        path=path,
-        referrer=referrer,
-        utm_source=campaign.source,
-        utm_medium=campaign.medium,
-        utm_campaign=campaign.name,
-        utm_content=campaign.content,
-        utm_term=campaign.term,
-        os=(ctx.os or _EMPTY_NAMED).name or ua_os,
-        browser=ua_browser,
-        device_type=(ctx.device or _EMPTY_NAMED).type or ua_device,
-        app_version=(ctx.app or _EMPTY_NAMED).version,
-        lib=lib,
-        ip=ctx.ip,
-        city=location.city,
-        region=location.region,
-        country=location.country,
-    )
-    return build_event(
+    return Event(
         project_id=project_id,
-        message_id=message_id_for(project_id, m.messageId, {}),
+        message_id=mid,
         event=event,
         type=kind,
         distinct_id=distinct_id,
         anonymous_id=anonymous_id,
         user_id=user_id,
-        original=original,
+        timestamp=corrected_time(original, sent_at, received_at),
+        original_timestamp=original,
         sent_at=sent_at,
         received_at=received_at,
         properties=properties,
-        ctx=context,
+        url=url,
+        path=path,
+        referrer=referrer,
+        referring_domain=referring_domain,
+        utm_source=utm_source,
+        utm_medium=utm_medium,
+        utm_campaign=utm_campaign,
+        utm_content=utm_content,
+        utm_term=utm_term,
+        channel=channel_for(utm_source, utm_medium, referring_domain),
+        os=(ctx.os or _EMPTY_NAMED).name or ua_os,
+        browser=ua_browser,
+        device_type=(ctx.device or _EMPTY_NAMED).type or ua_device,
+        app_version=(ctx.app or _EMPTY_NAMED).version or None,
+        lib=lib,
+        ip=ctx.ip or None,
+        city=location.city or None,
+        region=location.region or None,
+        country=location.country or None,
         source="segment",
     )
+
+
+def _text(value: Any) -> str | None:
+    """A context value taken from properties, as the generic path converts it."""
+    if value is None or value == "":
+        return None
+    return value if value.__class__ is str else str(value)

@@ -37,25 +37,17 @@ class Parsed(msgspec.Struct, gc=False):
     n_events: int = 0
     ops: bytes = b""  # spool lines, one operation each
     n_ops: int = 0
-    ids: list[tuple[int, str, datetime]] = []  # (project_id, distinct_id, earliest event time)
     rejected: list[Rejected] = []
     accepted: int = 0
     error: tuple[str, str, int, str | None] | None = None  # whole-body error: code, message, status, field
 
 
 def encode_payload(payload: Payload) -> Parsed:
-    earliest: dict[tuple[int, str], datetime] = {}
-    for e in payload.events:
-        key = (e.project_id, e.distinct_id)
-        seen = earliest.get(key)
-        if seen is None or e.timestamp < seen:
-            earliest[key] = e.timestamp
     return Parsed(
         events=_encode_lines(payload.events) if payload.events else b"",
         n_events=len(payload.events),
         ops=_encode_lines(payload.ops) if payload.ops else b"",
         n_ops=len(payload.ops),
-        ids=[(p, d, ts) for (p, d), ts in earliest.items()],
         rejected=payload.rejected,
         accepted=payload.accepted,
     )

@@ -23,7 +23,8 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,7 @@ class Segment:
     events: int = 0  # lines (events) appended
     ops: int = 0
     seq: int = 0  # the writer's acknowledgement sequence number when the segment was closed
-    # (project_id, distinct_id) -> earliest event time, kept by the writer while it appends (the
-    # loader creates persons from it without reading the file twice); None for replayed segments
-    ids: dict[tuple[int, str], Any] | None = None
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 class Spool:
@@ -86,7 +85,7 @@ class Spool:
     def _open(self) -> Segment:
         n = self._next
         self._next += 1
-        seg = Segment(n, self.dir / f"{n:08d}.events.ndjson", self.dir / f"{n:08d}.ops.ndjson", ids={})
+        seg = Segment(n, self.dir / f"{n:08d}.events.ndjson", self.dir / f"{n:08d}.ops.ndjson")
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         self._fds = (os.open(seg.events_path, flags, 0o600), os.open(seg.ops_path, flags, 0o600))
         _fsync_dir(self.dir)  # the new names themselves survive a crash

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import duckdb
 import msgspec
@@ -137,56 +137,41 @@ def load_segment(cur, seg: spool_mod.Segment) -> int:  # type: ignore[no-untyped
 
 def _load_segment(cur, seg: spool_mod.Segment, *, checked: bool) -> int:  # type: ignore[no-untyped-def]
     ops = spool_mod.read_ops(seg)
-    events = spool_mod.events_relation(seg.events_path)
     cur.execute("BEGIN TRANSACTION")
     try:
         inserted = 0
         parts: list[str] = []
         if seg.events:
-            if seg.ids is not None:  # the writer kept the distinct ids: no second read of the file
-                cur.register("_seg_ids", _ids_table(seg.ids))
-                parts.append("SELECT project_id, distinct_id, ts FROM _seg_ids")
-            else:
-                parts.append(f"SELECT project_id, distinct_id, timestamp AS ts FROM {events}")
+            # parse the JSON lines once: the distinct ids, the events and their property keys are all
+            # read from this in-memory table, which is not logged
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE _seg AS SELECT * FROM {spool_mod.events_relation(seg.events_path)}")
+            parts.append("SELECT project_id, distinct_id, timestamp AS ts FROM _seg")
         extra = _identity_keys(None, ops)
         if extra is not None:
             cur.register("_op_ids", extra)
             parts.append("SELECT project_id, distinct_id, ts FROM _op_ids")
         if parts:
             ensure_identities_from(cur, "(" + " UNION ALL ".join(parts) + ")")
-        for name in ("_seg_ids", "_op_ids"):
-            try:
-                cur.unregister(name)
-            except Exception:  # not registered this time
-                pass
+        if extra is not None:
+            cur.unregister("_op_ids")
         _apply_ops(cur, ops)
         if seg.events:
             if checked:
-                inserted = _store_events(cur, events)
+                inserted = _store_events(cur, "_seg")
             else:
                 row = cur.execute(
-                    f"""INSERT INTO events SELECT {_COLS}, i.person_id FROM {events} b
+                    f"""INSERT INTO events SELECT {_COLS}, i.person_id FROM _seg b
                         LEFT JOIN identities i ON i.project_id = b.project_id AND i.distinct_id = b.distinct_id"""
                 ).fetchall()
                 inserted = int(row[0][0]) if row else 0
-                cur.execute(_INSERT_PROPERTIES.format(rel=events))
+                cur.execute(_INSERT_PROPERTIES.format(rel="_seg"))
+            cur.execute("DROP TABLE _seg")
         cur.execute(spool_mod.set_watermark_sql(), [str(seg.number)])
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
         raise
     return inserted
-
-
-def _ids_table(ids: dict[tuple[int, str], datetime]) -> pa.Table:
-    keys = list(ids)
-    return pa.table(
-        {
-            "project_id": pa.array([k[0] for k in keys], pa.int32()),
-            "distinct_id": pa.array([k[1] for k in keys], pa.string()),
-            "ts": pa.array(list(ids.values()), _TS),
-        }
-    )
 
 
 class Writer:
@@ -197,7 +182,8 @@ class Writer:
         max_batch: int = 20_000,
         max_wait_ms: float = 5.0,
         spool_dir: Path | None = None,
-        load_linger_ms: float = 20.0,
+        load_delay_ms: float = 250.0,
+        load_min_events: int = 50_000,
         max_backlog: int = 400_000,
     ):
         self.store = store
@@ -209,7 +195,8 @@ class Writer:
         self.last_error: str | None = None
         # spool mode
         self.spool_dir = spool_dir
-        self.load_linger = load_linger_ms / 1000
+        self.load_delay = load_delay_ms / 1000
+        self.load_min_events = load_min_events
         self.max_backlog = max_backlog
         self._spool: spool_mod.Spool | None = None
         self._loader: threading.Thread | None = None
@@ -370,20 +357,7 @@ class Writer:
             n_events = len(events) + sum(p.n_events for p in parsed)
             n_ops = len(ops) + sum(p.n_ops for p in parsed)
             with self._cv:
-                seg = self._spool.append(events_bytes, n_events, ops_bytes, n_ops)
-                ids = seg.ids
-                if ids is not None:
-                    for e in events:
-                        key = (e.project_id, e.distinct_id)
-                        seen = ids.get(key)
-                        if seen is None or e.timestamp < seen:
-                            ids[key] = e.timestamp
-                    for p in parsed:
-                        for project_id, distinct_id, ts in p.ids:
-                            key = (project_id, distinct_id)
-                            seen = ids.get(key)
-                            if seen is None or ts < seen:
-                                ids[key] = ts
+                self._spool.append(events_bytes, n_events, ops_bytes, n_ops)
                 self._spool.sync()
                 self._acked_seq += 1
                 self._backlog += n_events
@@ -405,9 +379,15 @@ class Writer:
             while True:
                 with self._cv:
                     self._cv.wait_for(lambda: self._stopping or self._tables or self._has_spooled())
-                    if not self._waiters and not self._tables and not self._stopping and self.load_linger:
-                        # let a segment grow a little: fewer, larger transactions under load
-                        self._cv.wait_for(lambda: self._waiters > 0 or self._stopping, self.load_linger)
+                    cur_seg = self._spool.current if self._spool is not None else None
+                    if not self._waiters and not self._tables and not self._stopping and cur_seg is not None:
+                        # let the segment grow (up to load_delay after it opened, or load_min_events):
+                        # DuckDB stores a large transaction for less per event; a reader does not wait
+                        self._cv.wait_for(
+                            lambda: self._waiters > 0 or self._stopping or self._tables
+                            or cur_seg.events >= self.load_min_events,
+                            cur_seg.opened_at + self.load_delay - time.monotonic(),
+                        )
                     tables, self._tables = self._tables, []
                     seq = self._acked_seq
                     seg = self._spool.rotate(seq) if self._spool is not None else None
@@ -542,23 +522,41 @@ def _identity_keys(batch: pa.Table | None, ops: list[Op]) -> pa.Table | None:
 
 
 def _apply_ops(cur, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
+    """Apply operations in arrival order, in bulk where that gives the same result.
+
+    Consecutive merges go in one bulk step, and so do profile operations; a merge that joins the
+    person of a profile operation still queued applies that operation first, so it lands on the
+    person as it was when it arrived (an ``$set`` before an identify stays the anonymous person's
+    value, and is in that merge's undo snapshot).
+    """
     profile_ops: list[ProfileOp] = []
     merges: list[Merge] = []
+    order = _MergeOrder(cur, ops) if _needs_order(ops) else None
     for op in ops:
         if isinstance(op, Merge):
+            if profile_ops and order is not None and order.joins_pending(op):
+                apply_merges(cur, merges)
+                apply_profile_ops(cur, profile_ops)
+                merges, profile_ops = [], []
+                order.pending.clear()
             merges.append(op)  # consecutive merges go in one bulk step
+            if order is not None:
+                order.merge(op)
             continue
-        if isinstance(op, Unbind):
-            apply_merges(cur, merges)
-            merges = []
-            apply_unbind(cur, op)
-        elif isinstance(op, Unmerge):  # on the person as everything before it left it
+        if isinstance(op, Unbind | Unmerge):  # on the person as everything before it left it
             apply_merges(cur, merges)
             apply_profile_ops(cur, profile_ops)
             merges, profile_ops = [], []
-            apply_unmerge(cur, op)
+            if isinstance(op, Unbind):
+                apply_unbind(cur, op)
+            else:
+                apply_unmerge(cur, op)
+            if order is not None:  # identities changed in a way the union-find does not follow
+                order = _MergeOrder(cur, ops)
         elif isinstance(op, ProfileOp):
             profile_ops.append(op)
+            if order is not None:
+                order.pend(op)
         elif isinstance(op, GroupOp):
             cur.execute(
                 """INSERT INTO groups VALUES (?, ?, ?, ?, now())
@@ -584,3 +582,47 @@ def _apply_ops(cur, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
                 )
     apply_merges(cur, merges)
     apply_profile_ops(cur, profile_ops)
+
+
+def _needs_order(ops: list[Op]) -> bool:
+    kinds = {type(op) for op in ops}
+    return Merge in kinds and ProfileOp in kinds
+
+
+class _MergeOrder:
+    """Which persons the queued profile operations act on, with the segment's merges followed
+    through a union-find over persons (one read of ``identities`` for all ids involved)."""
+
+    def __init__(self, cur, ops: list[Op]):  # type: ignore[no-untyped-def]
+        keys = {(op.project_id, op.distinct_id) for op in ops if isinstance(op, ProfileOp | Merge)}
+        keys |= {(op.project_id, op.other_id) for op in ops if isinstance(op, Merge)}
+        table = pa.table({"project_id": pa.array([k[0] for k in keys], pa.int32()),
+                          "distinct_id": pa.array([k[1] for k in keys], pa.string())})
+        cur.register("_order_ids", table)
+        try:
+            rows = cur.execute(
+                "SELECT k.project_id, k.distinct_id, i.person_id FROM _order_ids k "
+                "JOIN identities i USING (project_id, distinct_id)"
+            ).fetchall()
+        finally:
+            cur.unregister("_order_ids")
+        self.person = {(r[0], r[1]): (r[0], r[2]) for r in rows}
+        self.parent: dict[tuple[int, str], tuple[int, str]] = {}
+        self.pending: set[tuple[int, str]] = set()  # roots of persons with queued profile operations
+
+    def _root(self, project_id: int, distinct_id: str) -> tuple[int, str]:
+        x = self.person.get((project_id, distinct_id), (project_id, "\0" + distinct_id))
+        while x in self.parent:
+            x = self.parent[x]
+        return x
+
+    def joins_pending(self, m: Merge) -> bool:
+        return bool({self._root(m.project_id, m.distinct_id), self._root(m.project_id, m.other_id)} & self.pending)
+
+    def merge(self, m: Merge) -> None:
+        keep, gone = self._root(m.project_id, m.distinct_id), self._root(m.project_id, m.other_id)
+        if keep != gone:
+            self.parent[gone] = keep
+
+    def pend(self, op: ProfileOp) -> None:
+        self.pending.add(self._root(op.project_id, op.distinct_id))
