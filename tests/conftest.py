@@ -14,8 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
-from userloop.store.duckdb import Project, Store
 from userloop.config import Settings
+from userloop.store.duckdb import Project, Store
 from userloop.web.app import create_app
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

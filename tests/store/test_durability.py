@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 import userloop
-from userloop.store.duckdb import Store
 from tests.conftest import free_port
+from userloop.store.duckdb import Store
 
 KEYS = {"id", "name", "write_key", "secret_key", "timezone"}
 

@@ -37,7 +37,7 @@ def test_acknowledged_then_readable_after_sync(tmp_path: Path) -> None:
     try:
         raw = msgspec.Raw(b'{"plan": "pro", "n": [1, 2]}')  # bytes as received by the typed decoder
         for i in range(5):
-            w.write(Payload(events=[ev(pid, f"m{i}", f"u{i % 2}", raw if i == 0 else '{"i": %d}' % i)]))
+            w.write(Payload(events=[ev(pid, f"m{i}", f"u{i % 2}", raw if i == 0 else f'{{"i": {i}}}')]))
         assert w.sync()
         assert not w.pending()
         got = stored(s, pid)

@@ -18,7 +18,6 @@ import duckdb
 from userloop.errors import NotFound, UserloopError
 from userloop.store.schema import DDL, SCHEMA_VERSION
 
-
 CHECKPOINT_THRESHOLD = "256MB"
 
 

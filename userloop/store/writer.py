@@ -24,10 +24,9 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import msgspec
@@ -384,8 +383,8 @@ class Writer:
                         # let the segment grow (up to load_delay after it opened, or load_min_events):
                         # DuckDB stores a large transaction for less per event; a reader does not wait
                         self._cv.wait_for(
-                            lambda: self._waiters > 0 or self._stopping or self._tables
-                            or cur_seg.events >= self.load_min_events,
+                            lambda s=cur_seg: self._waiters > 0 or self._stopping or self._tables
+                            or s.events >= self.load_min_events,
                             cur_seg.opened_at + self.load_delay - time.monotonic(),
                         )
                     tables, self._tables = self._tables, []

@@ -16,9 +16,9 @@ from starlette.responses import Response
 from userloop.config import MAX_EVENT_BYTES
 from userloop.errors import AuthError, UserloopError
 from userloop.ingest import posthog, segment, sensors, workers
-from userloop.ingest.workers import Parsed, ParsePool
 from userloop.ingest.event import Payload
 from userloop.ingest.normalize import MessageError
+from userloop.ingest.workers import Parsed, ParsePool
 from userloop.web.http import (
     JSON,
     basic_user,
