@@ -77,6 +77,7 @@ class Spool:
         self._next = first_number
         self._cur: Segment | None = None
         self._fds: tuple[int, int] | None = None
+        self._dirty = [False, False]  # appended to since the last sync: events, ops
 
     @property
     def current(self) -> Segment | None:
@@ -98,15 +99,20 @@ class Spool:
         if events:
             _write_all(self._fds[0], events)
             seg.events += n_events
+            self._dirty[0] = True
         if ops:
             _write_all(self._fds[1], ops)
             seg.ops += n_ops
+            self._dirty[1] = True
         return seg
 
     def sync(self) -> None:
+        """``fdatasync`` what was appended since the last sync (most groups hold no operations)."""
         if self._fds is not None:
-            os.fdatasync(self._fds[0])
-            os.fdatasync(self._fds[1])
+            for i in (0, 1):
+                if self._dirty[i]:
+                    os.fdatasync(self._fds[i])
+                    self._dirty[i] = False
 
     def rotate(self, seq: int) -> Segment | None:
         """Close the open segment (if it holds anything) and return it; the next append opens a new one."""
@@ -122,6 +128,7 @@ class Spool:
             for fd in self._fds:
                 os.close(fd)
         self._fds = None
+        self._dirty = [False, False]
         self._cur = None
 
 

@@ -183,7 +183,7 @@ class Writer:
         spool_dir: Path | None = None,
         load_delay_ms: float = 250.0,
         load_min_events: int = 50_000,
-        max_backlog: int = 400_000,
+        max_backlog: int = 100_000,
     ):
         self.store = store
         self.max_batch = max_batch
