@@ -1,12 +1,18 @@
 """Screenshots of the console's main pages for the docs: ``docs/screenshots/*.png``.
 
 Builds the demo data set in a temporary directory (3,000 users, 60 days), adds what the people
-pages show (RFM and lifecycle layers computed at three dates, two tags, a segment, a dashboard),
-serves it on a free port and photographs the pages in Debian's chromium (headless)::
+pages show (RFM and lifecycle layers computed at three dates, two tags, a segment, a dashboard)
+and what the recommendations page shows (a trained model, the offline evaluation of the
+leave-last-out split), serves it on a free port and photographs the pages in Debian's chromium
+(headless)::
 
-    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--users 3000] [--days 60]
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--users 3000] [--days 60] [--only NAME ...]
 
-Chinese text needs a CJK font (``apt-get install fonts-wqy-microhei``).
+``--only`` takes screenshot names (``recommendations``, ``portrait``, ...): the demo data follow
+today's date, so regenerating every screenshot changes them all.
+
+Chinese text needs a CJK font (``apt-get install fonts-wqy-microhei``); the screenshots use
+Liberation Sans for Latin text (``fonts-liberation``; without it chromium falls back to DejaVu Sans).
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from userloop.web.app import create_app
 
 PASSWORD = "screenshots-only"
 WIDTH, MAX_HEIGHT = 1360, 1100
+RECOMMENDATIONS_HEIGHT = 2400  # the feed, then the offline chart and table
 
 
-def prepare(db: Path, users: int, days: int) -> tuple[int, str]:
-    """The demo project's id, and the person with the highest RFM monetary value (for the portrait)."""
+def prepare(db: Path, users: int, days: int) -> tuple[int, str, str]:
+    """The demo project's id, the person with the highest RFM monetary value (for the portrait) and
+    that person's shortest distinct id (the login id: the recommendations page's feed preview)."""
     backend = LocalBackend(db)
     try:
         pid = int(load_demo(backend, users=users, days=days, seed=11)["project"]["id"])
@@ -53,13 +61,20 @@ def prepare(db: Path, users: int, days: int) -> tuple[int, str]:
         run_action("segments.create", ctx, {"name": "beijing-readers", "type": "dynamic", "rule": {"and": [
             {"kind": "person", "property": "city", "value": "Beijing"},
             {"kind": "event", "event": "read_article", "operator": ">=", "times": 3, "last_days": 30}]}})  # fmt: skip
+        run_action("recommend.train", ctx, {})
+        run_action("recommend.evaluate", ctx, {"split": "loo", "tune": True})  # tuned: about 20 s on 2 cores
         backend.store.set_admin_password("admin", PASSWORD)
         best = backend.store.query(
             "SELECT person_id FROM layer_members WHERE project_id = ? AND model = 'rfm' "
             "ORDER BY TRY_CAST(json_extract_string(scores, '$.monetary') AS DOUBLE) DESC NULLS LAST, person_id LIMIT 1",
             [pid],
         )
-        return pid, str(best[0]["person_id"])
+        ids = backend.store.query(
+            "SELECT distinct_id FROM identities WHERE project_id = ? AND person_id = ? "
+            "ORDER BY length(distinct_id), distinct_id LIMIT 1",
+            [pid, best[0]["person_id"]],
+        )
+        return pid, str(best[0]["person_id"]), str(ids[0]["distinct_id"])
     finally:
         backend.close()
 
@@ -76,10 +91,10 @@ def serve(db: Path) -> tuple[str, uvicorn.Server, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def shoot(page: Page, url: str, out: Path, wait: int = 900) -> None:
+def shoot(page: Page, url: str, out: Path, wait: int = 900, max_height: int = MAX_HEIGHT) -> None:
     page.goto(url)
     page.wait_for_timeout(wait)  # ECharts animations
-    height = min(MAX_HEIGHT, page.evaluate("document.documentElement.scrollHeight"))
+    height = min(max_height, page.evaluate("document.documentElement.scrollHeight"))
     page.screenshot(path=str(out), full_page=True, clip={"x": 0, "y": 0, "width": WIDTH, "height": height})
     print(out)
 
@@ -89,11 +104,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "screenshots")
     ap.add_argument("--users", type=int, default=3000)
     ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="only these screenshots (names without .png)")
     args = ap.parse_args()
+    wanted = (lambda name: name in args.only) if args.only else (lambda name: True)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "demo.duckdb"
-        pid, buyer = prepare(db, args.users, args.days)
+        pid, buyer, buyer_id = prepare(db, args.users, args.days)
         today = datetime.now(ZoneInfo("Asia/Shanghai")).date()  # the demo's time zone
         d0, d1 = (today - timedelta(days=55)).isoformat(), today.isoformat()
         base, server, thread = serve(db)
@@ -120,19 +137,26 @@ def main() -> None:
                 ("live", f"{p}/live"),
             ]
             for name, url in shots:
-                shoot(page, url, args.out / f"{name}.png")
-            shoot(page, f"{p}/people/{buyer}", args.out / "portrait.png")
-            page.goto(f"{p}/segments")  # the builder with two conditions and its live count
-            page.click("[data-add='person']")
-            page.fill(".cond[data-kind='person'] [data-field='person_properties']", "city")
-            page.fill(".cond[data-kind='person'] [data-field='value']", "Shanghai")
-            page.click("#builder [data-add='event']")
-            page.fill(".cond[data-kind='event'] [data-field='events']", "purchase")
-            page.wait_for_selector("#live-count[data-state='ok']")
-            page.screenshot(path=str(args.out / "segment-builder.png"), clip={"x": 0, "y": 0, "width": WIDTH, "height": 900})
-            zh = browser.new_context(viewport={"width": WIDTH, "height": 900}, locale="zh-CN",
-                                     storage_state=context.storage_state())  # fmt: skip
-            shoot(zh.new_page(), f"{p}/overview?days=30", args.out / "overview-zh.png")
+                if wanted(name):
+                    shoot(page, url, args.out / f"{name}.png")
+            if wanted("portrait"):
+                shoot(page, f"{p}/people/{buyer}", args.out / "portrait.png")
+            if wanted("recommendations"):  # the buyer's feed with reasons, then the offline metrics
+                shoot(page, f"{p}/recommendations?run=recommend.preview&person={buyer_id}",
+                      args.out / "recommendations.png", max_height=RECOMMENDATIONS_HEIGHT)  # fmt: skip
+            if wanted("segment-builder"):
+                page.goto(f"{p}/segments")  # the builder with two conditions and its live count
+                page.click("[data-add='person']")
+                page.fill(".cond[data-kind='person'] [data-field='person_properties']", "city")
+                page.fill(".cond[data-kind='person'] [data-field='value']", "Shanghai")
+                page.click("#builder [data-add='event']")
+                page.fill(".cond[data-kind='event'] [data-field='events']", "purchase")
+                page.wait_for_selector("#live-count[data-state='ok']")
+                page.screenshot(path=str(args.out / "segment-builder.png"), clip={"x": 0, "y": 0, "width": WIDTH, "height": 900})
+            if wanted("overview-zh"):
+                zh = browser.new_context(viewport={"width": WIDTH, "height": 900}, locale="zh-CN",
+                                         storage_state=context.storage_state())  # fmt: skip
+                shoot(zh.new_page(), f"{p}/overview?days=30", args.out / "overview-zh.png")
             browser.close()
         server.should_exit = True
         thread.join(timeout=15)
