@@ -113,3 +113,26 @@ def test_fast_and_generic_paths_store_the_same_events() -> None:
 )
 def test_everything_else_is_left_to_the_generic_path(body: Any) -> None:
     assert segment.decode_batch_fast(msgspec.json.encode(body)) is None
+
+
+def test_context_fallbacks_found_in_properties_however_the_keys_are_written() -> None:
+    """The fast path only decodes properties that may name a missing url/path/referrer; a key
+    spelled with a JSON escape is still found."""
+    raw = (
+        b'{"batch": ['
+        b'{"type": "track", "messageId": "e1", "userId": "u", "event": "E", "properties": {"\\u0072eferrer": "https://weibo.com/x"}},'
+        b'{"type": "track", "messageId": "e2", "userId": "u", "event": "E", "properties": {"a": 1},'
+        b' "context": {"page": {"url": "https://x.example.com/a?utm_source=douyin"}}},'
+        b'{"type": "track", "messageId": "e3", "userId": "u", "event": "E", "properties": {"path": "/p", "n": null}}'
+        b'], "sentAt": "2026-11-23T12:00:00Z"}'
+    )
+    fast = segment.decode_batch_fast(raw)
+    assert fast is not None
+    got = segment.parse_fast(fast, project_id=7, received_at=NOW)
+    generic = segment.parse(msgspec.json.decode(raw), project_id=7, received_at=NOW, endpoint_type=None)
+    assert _norm(got) == _norm(generic)
+    assert [(e.referrer, e.referring_domain, e.channel, e.path, e.utm_source) for e in got.events] == [
+        ("https://weibo.com/x", "weibo.com", "weibo", None, None),
+        (None, None, "douyin", "/a", "douyin"),
+        (None, None, "direct", "/p", None),
+    ]

@@ -32,17 +32,7 @@ class MessageError(ValueError):
 
 def parse_time(value: Any, field: str) -> datetime | None:
     """ISO-8601 text (``Z`` or offset; naive means UTC) or epoch seconds/milliseconds."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise MessageError(f"{field} must be an ISO-8601 string or epoch number", "bad_timestamp")
-    if isinstance(value, int | float):
-        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise MessageError(f"{field} is out of range: {value!r}", "bad_timestamp") from exc
-    if isinstance(value, str):
+    if value.__class__ is str and value:  # the common case first: it runs for nearly every event
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError as exc:
@@ -53,6 +43,18 @@ def parse_time(value: Any, field: str) -> datetime | None:
         if not 1970 <= parsed.year <= 9000:
             raise MessageError(f"{field} is out of range: {value!r}", "bad_timestamp")
         return parsed if tz is None or tz is UTC else parsed.astimezone(UTC)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise MessageError(f"{field} must be an ISO-8601 string or epoch number", "bad_timestamp")
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise MessageError(f"{field} is out of range: {value!r}", "bad_timestamp") from exc
+    if isinstance(value, str):  # a str subclass
+        return parse_time(str(value), field)
     raise MessageError(f"{field} must be an ISO-8601 string or epoch number", "bad_timestamp")
 
 

@@ -378,8 +378,8 @@ def _fast_event(m: _Message, project_id: int, received_at: datetime, batch_sent_
     ctx = m.context or _EMPTY_CONTEXT
     page = ctx.page or _EMPTY_PAGE
     url, path, referrer = page.url or None, page.path or None, page.referrer or None
-    if not (url and path and referrer) and has_props:  # the generic path falls back on properties
-        props = props if props is not None else _props_dict(m)
+    if not (url and path and referrer) and has_props and (props is not None or _may_hold(m, url, path, referrer)):
+        props = props if props is not None else _props_dict(m)  # the generic path falls back on them
         url = url or _text(props.get("url"))
         path = path or _text(props.get("path"))
         referrer = referrer or _text(props.get("referrer"))
@@ -437,6 +437,18 @@ def _fast_event(m: _Message, project_id: int, received_at: datetime, batch_sent_
         region=location.region or None,
         country=location.country or None,
         source="segment",
+    )
+
+
+def _may_hold(m: _Message, url: str | None, path: str | None, referrer: str | None) -> bool:
+    """Whether the raw properties may name a missing url/path/referrer (decoding them costs more
+    than looking; a key written with ``\\u`` escapes is decoded to be sure)."""
+    raw = bytes(m.properties)
+    return (
+        (url is None and b'"url"' in raw)
+        or (path is None and b'"path"' in raw)
+        or (referrer is None and b'"referrer"' in raw)
+        or b"\\u" in raw
     )
 
 
