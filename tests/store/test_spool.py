@@ -53,6 +53,23 @@ def test_acknowledged_then_readable_after_sync(tmp_path: Path) -> None:
     s.close()
 
 
+def test_acknowledged_events_are_loaded_within_a_second_without_a_reader(tmp_path: Path) -> None:
+    """The loader lets a segment grow (250 ms by default), then stores it on its own."""
+    import time
+
+    s = Store(tmp_path / "l.duckdb")
+    pid = s.create_project("p").id
+    with Writer(s, spool_dir=s.spool_dir) as w:
+        t0 = time.monotonic()
+        w.write(Payload(events=[ev(pid, "x1", "u")]))  # acknowledged: in the spool
+        while not stored(s, pid) and time.monotonic() - t0 < 5:
+            time.sleep(0.01)
+        waited = time.monotonic() - t0
+        assert stored(s, pid) == {"x1": ("u", {})}
+        assert 0.2 <= waited < 1.0  # the segment was given its 250 ms to grow, then loaded
+    s.close()
+
+
 def test_duplicates_in_a_segment_and_against_stored_rows_are_stored_once(tmp_path: Path) -> None:
     s = Store(tmp_path / "d.duckdb")
     pid = s.create_project("p").id
