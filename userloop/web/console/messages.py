@@ -393,7 +393,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Recommendations are not available on this server yet (no recommend.* operations are installed).",
         "本服务器尚未提供推荐功能（未安装 recommend.* 操作）。",
     ),
-    "recommend.actions": ("Operations", "可用操作"),
+    "recommend.actions": ("API operations (REST and CLI)", "API 操作（REST 与命令行）"),
     "recommend.person": ("User ID", "用户标识"),
     "recommend.preview_feed": ("Preview feed", "预览推荐"),
     "recommend.metrics": ("Metrics per recommender", "各推荐器指标"),
