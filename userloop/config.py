@@ -12,6 +12,7 @@ MAX_EVENT_BYTES = 1_000_000  # one message, serialised
 MAX_REQUEST_BYTES = 20_000_000  # one request body, after decompression
 FUTURE_TOLERANCE_SECONDS = 23 * 3600  # later than this is clamped to "now"
 MAX_EVENTS_PAGE = 1000
+TAG_SQL_TIMEOUT_SECONDS = 60.0  # an SQL tag's query is interrupted after this long (``tag_timeout``)
 
 
 @dataclass(frozen=True)

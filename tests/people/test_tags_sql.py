@@ -3,6 +3,7 @@ nothing saved, and no way to see another project's rows."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,56 @@ def test_values_of_every_type_become_text(two: Two) -> None:
                                           "sql": f"SELECT '{a}' AS person_id, '' AS value UNION ALL "
                                                  f"SELECT '{ids['b']}', NULL"})
     assert values(two.mine, "empty") == {}
+
+
+# A query that is quick while the project has no "heavy" event and then counts a 10^10-row cross join
+HEAVY = """WITH k AS (SELECT count(*) FILTER (WHERE event = 'heavy') * 100000 AS n FROM events),
+                pad AS (SELECT unnest(range(n)) AS i FROM k)
+           SELECT person_id, count(*) AS value FROM events
+           WHERE event = 'buy' OR (SELECT count(*) FROM pad x, pad y) < 0 GROUP BY person_id"""
+SLOW = "SELECT p.person_id, count(*) AS value FROM persons p, range(100000) a, range(100000) b GROUP BY 1"
+
+
+def test_slow_sql_is_stopped_at_the_cap_and_nothing_is_written(two: Two, monkeypatch: pytest.MonkeyPatch) -> None:
+    from userloop import config
+
+    assert config.TAG_SQL_TIMEOUT_SECONDS == 60.0
+    monkeypatch.setattr(config, "TAG_SQL_TIMEOUT_SECONDS", 0.3)
+    c, ids = two.ctx(), two.mine.persons()
+    buys = {ids["a"]: ("3", 3.0), ids["b"]: ("2", 2.0)}  # a: 2 buys + a2's 1 (merged), b: 2
+    run_action("tags.create", c, {"name": "heavy", "kind": "dynamic", "sql": HEAVY})
+    assert values(two.mine, "heavy") == buys
+
+    def stopped(op: str, params: dict[str, object]) -> None:
+        started = time.perf_counter()
+        with pytest.raises(UserloopError) as exc:
+            run_action(op, c, params)
+        elapsed = time.perf_counter() - started
+        assert (exc.value.code, exc.value.field, exc.value.status) == ("tag_timeout", "sql", 400), op
+        assert exc.value.message == "the tag's SQL ran longer than 0.3 s and was stopped"
+        assert 0.3 <= elapsed < 3, (op, elapsed)
+
+    # create: no definition, no values, no history
+    stopped("tags.create", {"name": "slow", "kind": "dynamic", "sql": SLOW})
+    assert two.mine.store.query("SELECT count(*) AS n FROM tags WHERE name = 'slow'") == [{"n": 0}]
+    for table in ("tag_values", "tag_history"):
+        assert two.mine.store.query(f"SELECT count(*) AS n FROM {table} WHERE tag = 'slow'") == [{"n": 0}]
+    # update: the old definition and values stay
+    stopped("tags.update", {"name": "heavy", "sql": SLOW})
+    assert run_action("tags.get", c, {"name": "heavy"})["sql"] == HEAVY
+    assert values(two.mine, "heavy") == buys
+    # compute (the path scheduled recomputes take) of a query that became slow with the data: the
+    # earlier values and history stay, the error is recorded on the tag
+    history = two.mine.store.query("SELECT person_id, value, valid_from, valid_to FROM tag_history "
+                                   "WHERE tag = 'heavy' ORDER BY person_id")
+    two.mine.add([{"distinct_id": "b", "event": "heavy", "ts": "2026-03-05T10:00:00"}])
+    stopped("tags.compute", {"name": "heavy"})
+    assert values(two.mine, "heavy") == buys
+    assert two.mine.store.query("SELECT person_id, value, valid_from, valid_to FROM tag_history "
+                                "WHERE tag = 'heavy' ORDER BY person_id") == history
+    assert run_action("tags.get", c, {"name": "heavy"})["last_error"] == (
+        "the tag's SQL ran longer than 0.3 s and was stopped")
+    # the store is usable at once: a quick SQL tag computes exactly, on this thread and cursor pool
+    run_action("tags.create", c, {"name": "events_n", "kind": "semi_dynamic",
+                                  "sql": "SELECT person_id, count(*) AS value FROM events GROUP BY 1"})
+    assert values(two.mine, "events_n") == {ids["a"]: ("3", 3.0), ids["b"]: ("3", 3.0), ids["c"]: ("1", 1.0)}

@@ -4,6 +4,7 @@ Steps, each one statement: the source's rows into a temp table (persons that exi
 values); for dynamic tags, close the open history rows whose value changed or went away and open
 rows for new values; delete the values of persons who no longer qualify; upsert the new or changed
 values. A compute holds a per-tag lock, so a scheduled run and "compute now" never interleave.
+An SQL tag's query is interrupted after ``config.TAG_SQL_TIMEOUT_SECONDS`` (400 ``tag_timeout``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import msgspec
 
+from userloop import config
 from userloop.errors import NotFound, UserloopError
+from userloop.people.tags import sandbox
 from userloop.people.tags.model import TagDef
 from userloop.people.tags.sources import bound, num_sql, source_sql
 from userloop.query.sql import Ctx
@@ -74,11 +77,14 @@ def materialize(cur: duckdb.DuckDBPyConnection, ctx: Ctx, tag: TagDef, now: date
     started = time.perf_counter()
     src = source_sql(cur, ctx, tag, now)
     pid, name, at = ctx.p(ctx.project.id), ctx.p(tag.name), ctx.p(now)
+    # only the user's SQL is capped in time (400 tag_timeout); the caller's transaction then rolls back
+    cap = sandbox.time_cap(cur, config.TAG_SQL_TIMEOUT_SECONDS) if tag.sql is not None else nullcontext()
     try:
-        run(cur, ctx, f"""CREATE OR REPLACE TEMP TABLE _tag_new AS
-            SELECT s.person_id, s.value, {num_sql('s.value')} AS num_value
-            FROM ({src}) s JOIN persons p ON p.project_id = {pid} AND p.person_id = s.person_id
-            WHERE s.value IS NOT NULL AND s.value <> ''""")
+        with cap:
+            run(cur, ctx, f"""CREATE OR REPLACE TEMP TABLE _tag_new AS
+                SELECT s.person_id, s.value, {num_sql('s.value')} AS num_value
+                FROM ({src}) s JOIN persons p ON p.project_id = {pid} AND p.person_id = s.person_id
+                WHERE s.value IS NOT NULL AND s.value <> ''""")
     except duckdb.Error as exc:
         if tag.sql is None:
             raise

@@ -11,12 +11,18 @@ checked tree is printed back to SQL (``json_deserialize_sql``), so what runs is 
 CTE names must be plain identifiers that are not the name of any table or view in the database: a
 CTE referenced where it is not in scope would otherwise fall through to a real table (DuckDB binds
 ``WITH a AS (SELECT * FROM t), t AS (...)`` to the table ``t``).
+
+Running it is capped in time (:func:`time_cap`, ``config.TAG_SQL_TIMEOUT_SECONDS``): past the cap the
+statement is interrupted and the caller's transaction, aborted by it, rolls back.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,3 +160,33 @@ def columns(cur: duckdb.DuckDBPyConnection, checked: Checked, pid: str, params: 
         if needed not in cols:
             raise _fail(f"the query must return columns {SCHEMA}; {needed} is missing (got {', '.join(cols)})")
     return cols
+
+
+@contextmanager
+def time_cap(cur: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Interrupt the statement running on ``cur`` once ``seconds`` have passed: 400 ``tag_timeout``
+    (field ``sql``). DuckDB aborts the open transaction; the caller must roll it back. An interrupt
+    that lands just after the statement finished is harmless: the next statement clears it."""
+    lock = threading.Lock()
+    state = {"running": True, "fired": False}
+
+    def stop() -> None:
+        with lock:
+            if state["running"]:
+                state["fired"] = True
+                cur.interrupt()
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException as exc:
+        if not state["fired"]:
+            raise  # interrupted by something else (Ctrl-C in the CLI)
+        raise UserloopError("tag_timeout", f"the tag's SQL ran longer than {seconds:g} s and was stopped",
+                            "sql") from exc
+    finally:
+        with lock:
+            state["running"] = False
+        timer.cancel()
