@@ -73,6 +73,9 @@ def test_keys_the_feed_clicks_and_conversions(live_server: LiveServer) -> None:
     assert httpx.get(f"{s.url}/api/recommend", params={"distinct_id": "b", "key": s.project.write_key}).status_code == 200
     assert httpx.get(f"{s.url}/api/recommend", params={"distinct_id": "b"}, auth=(s.project.write_key, "")).status_code == 200
     second = httpx.get(f"{s.url}/api/recommend", params={"distinct_id": "c", "n": 3, "scene": "home"}, headers=secret).json()
+    # the internal person id goes to secret-key callers only
+    person_c = httpx.get(f"{s.url}/api/persons/c", headers=secret).json()["person_id"]
+    assert "person_id" not in feed.json() and second["person_id"] == person_c
     for path in ("/api/recommend/preview", "/api/recommend/models", "/api/recommend/config", "/api/items"):
         r = httpx.get(f"{s.url}{path}", params={"distinct_id": "b"}, headers=write)
         assert (r.status_code, r.json()["error"]["code"]) == (401, "write_key_cannot_read"), path

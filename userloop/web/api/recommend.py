@@ -36,16 +36,20 @@ from userloop.web.http import (
 )
 
 
-def project_for_app(request: Request) -> Project:
-    """The project of a write key or a secret key (apps call the feed with their write key)."""
+def project_for_app(request: Request) -> tuple[Project, bool]:
+    """The project of a write key or a secret key (apps call the feed with their write key), and
+    whether the key was the secret one."""
     key = bearer(request) or basic_user(request) or request.query_params.get("key")
     if not key:
         raise AuthError("missing_key", "send the project's write key or secret key as 'Authorization: Bearer <key>'")
     store = store_of(request)
-    project = store.project_by_secret_key(key) or store.project_by_write_key(key)
+    project = store.project_by_secret_key(key)
+    if project is not None:
+        return project, True
+    project = store.project_by_write_key(key)
     if project is None:
         raise AuthError("unknown_key", "unknown key")
-    return project
+    return project, False
 
 
 async def _run(request: Request, project: Project, name: str, params: dict[str, Any], status: int = 200) -> Response:
@@ -72,11 +76,16 @@ def _query(request: Request, *drop: str) -> dict[str, Any]:
 
 
 async def feed(request: Request) -> Response:
-    return await _run(request, project_for_app(request), "recommend.get", _query(request, "key"))
+    project, secret = project_for_app(request)
+    ctx = ActionContext(store=store_of(request), writer=request.app.state.writer, project=project)
+    result = await asyncio.to_thread(run_action, "recommend.get", ctx, _query(request, "key"))
+    if not secret:  # the write key ships inside apps and pages: it learns no internal person id
+        result.pop("person_id", None)
+    return JSON(result)
 
 
 async def put_interests(request: Request) -> Response:
-    project = project_for_app(request)
+    project, _ = project_for_app(request)
     return await _run(request, project, "recommend.interests.set", await _object(request))
 
 
