@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 
 from userloop.cli import DbOption
-from userloop.cli.layers import call, read_definition
+from userloop.cli.common import ProjectOption, call, read_object
 from userloop.config import DEFAULT_DB
 
 app = typer.Typer(help="Early warning: alert rules on layer flows and metrics.", no_args_is_help=True)
 
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
 NameArg = Annotated[str, typer.Argument(help="alert rule name")]
 
 
@@ -24,7 +23,7 @@ def create(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Create an alert rule."""
-    call(db, project, "alerts.create", read_definition(file))
+    call(db, project, "alerts.create", read_object(file))
 
 
 @app.command("list")
@@ -47,7 +46,7 @@ def update(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Change condition, channels, schedule, cooldown_minutes, enabled or description."""
-    call(db, project, "alerts.update", {**read_definition(file), "name": name})
+    call(db, project, "alerts.update", {**read_object(file), "name": name})
 
 
 @app.command("delete")

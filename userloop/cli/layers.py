@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from userloop.cli import DbOption, _fail, _print_json, backend
+from userloop.cli import DbOption
+from userloop.cli.common import ProjectOption, call, read_object
 from userloop.config import DEFAULT_DB
-from userloop.errors import UserloopError
 
 app = typer.Typer(
     help="Layer models: lifecycle, stage, RFM, frequency x value, promotion sensitivity.",
     no_args_is_help=True,
 )
 
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
 NameArg = Annotated[str, typer.Argument(help="layer model name")]
-
-
-def read_definition(file: Path) -> dict[str, Any]:
-    """A JSON object from a file ('-': standard input); a clean error otherwise."""
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
-        body = json.loads(text)
-    except OSError as exc:
-        _fail(UserloopError("file_unreadable", f"cannot read {file}: {exc}", "file"))
-        raise
-    except json.JSONDecodeError as exc:
-        _fail(UserloopError("malformed_json", f"{file} is not valid JSON: {exc}"))
-        raise
-    if not isinstance(body, dict):
-        _fail(UserloopError("invalid_body", f"{file} must hold one JSON object"))
-    return body  # type: ignore[no-any-return]
-
-
-def call(db: Path, project: int, name: str, params: dict[str, Any]) -> None:
-    with backend(db) as b:
-        _print_json(b.call(name, project, params))
 
 
 @app.command("create")
@@ -50,7 +26,7 @@ def create(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Create a layer model (compute it with `layers compute`)."""
-    call(db, project, "layers.create", read_definition(file))
+    call(db, project, "layers.create", read_object(file))
 
 
 @app.command("list")
@@ -73,7 +49,7 @@ def update(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Change kind, params, schedule or description (new kind/params start a new history)."""
-    call(db, project, "layers.update", {**read_definition(file), "name": name})
+    call(db, project, "layers.update", {**read_object(file), "name": name})
 
 
 @app.command("delete")

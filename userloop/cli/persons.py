@@ -6,17 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from userloop.cli import DEFAULT_DB, DbOption, _print_json, backend
+from userloop.cli import DEFAULT_DB, DbOption
+from userloop.cli.common import ProjectOption, call
 
 app = typer.Typer(help="Persons: portraits, merge history and undoing merges.", no_args_is_help=True)
-
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
-
-
-def _call(db: Any, name: str, project: int, params: dict[str, Any]) -> None:
-    with backend(db) as b:
-        _print_json(b.call(name, project, params))
-
 
 @app.command("get")
 def get(
@@ -26,7 +19,7 @@ def get(
     timeline: Annotated[int, typer.Option(help="how many of the latest events to list")] = 20,
 ) -> None:
     """The person's portrait (profile, source, totals, tags, segments, layers, latest events)."""
-    _call(db, "persons.get", project, {"id": id, "timeline": timeline})
+    call(db, project, "persons.get", {"id": id, "timeline": timeline})
 
 
 @app.command("merges")
@@ -36,7 +29,7 @@ def merges(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """The person's merge history (merges, unbinds, unmerges), oldest first."""
-    _call(db, "persons.merges", project, {"id": id})
+    call(db, project, "persons.merges", {"id": id})
 
 
 @app.command("unmerge")
@@ -55,7 +48,7 @@ def unmerge(
         params["merge"] = merge
     if distinct_ids:
         params["distinct_ids"] = distinct_ids
-    _call(db, "persons.unmerge", project, params)
+    call(db, project, "persons.unmerge", params)
 
 
 @app.command("settings")
@@ -77,4 +70,4 @@ def settings(
         params["coupon_events"] = coupon_event
     if visit_gap_minutes is not None:
         params["visit_gap_minutes"] = visit_gap_minutes
-    _call(db, "persons.settings", project, params)
+    call(db, project, "persons.settings", params)

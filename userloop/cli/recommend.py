@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from userloop.cli import DbOption, _fail, _print_json, backend, out
+from userloop.cli import DbOption, _fail, _print_json, out
+from userloop.cli.common import ProjectOption, read_text, run
 from userloop.config import DEFAULT_DB
 from userloop.errors import UserloopError
 
@@ -19,21 +19,7 @@ config_app = typer.Typer(help="Recommendation settings (events, parameters, scen
 app.add_typer(items_app, name="items")
 app.add_typer(config_app, name="config")
 
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
 COLUMNS = ("ndcg@10", "hr@10", "recall@10", "coverage", "train_s")
-
-
-def _call(db: Path, project: int, name: str, params: dict[str, Any]) -> Any:
-    with backend(db) as b:
-        return b.call(name, project, params)
-
-
-def _read(file: Path) -> str:
-    try:
-        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        _fail(UserloopError("file_unreadable", f"cannot read {file}: {exc}", "file"))
-        raise
 
 
 def table(result: dict[str, Any]) -> str:
@@ -58,7 +44,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """NDCG@10, HR@10, recall@10, coverage and training time per recommender."""
-    result = _call(db, project, "recommend.evaluate", {"split": split, "tune": tune, "apply": apply})
+    result = run(db, project, "recommend.evaluate", {"split": split, "tune": tune, "apply": apply})
     if as_json:
         _print_json(result)
     else:
@@ -73,7 +59,7 @@ def evaluations(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """The latest stored evaluation per split (what `evaluate` printed), with its time."""
-    result = _call(db, project, "recommend.evaluations", {"split": split} if split else {})
+    result = run(db, project, "recommend.evaluations", {"split": split} if split else {})
     if as_json:
         _print_json(result)
         return
@@ -84,7 +70,7 @@ def evaluations(
 @app.command("train")
 def train(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Train now: fit every recommender and replace the served model."""
-    _print_json(_call(db, project, "recommend.train", {"trigger": "cli"}))
+    _print_json(run(db, project, "recommend.train", {"trigger": "cli"}))
 
 
 @app.command("preview")
@@ -99,7 +85,7 @@ def preview(
 ) -> None:
     """A person's feed as the API would serve it (no impression is recorded)."""
     params = {"distinct_id": distinct_id, "n": n, "type": type, "scene": scene, "item": item}
-    _print_json(_call(db, project, "recommend.preview", {k: v for k, v in params.items() if v is not None}))
+    _print_json(run(db, project, "recommend.preview", {k: v for k, v in params.items() if v is not None}))
 
 
 @app.command("similar")
@@ -107,20 +93,20 @@ def similar(item: Annotated[str, typer.Argument(help="type:id")], project: Proje
             n: Annotated[int, typer.Option("-n")] = 10,
             type: Annotated[str | None, typer.Option("--type", help="only items of this type")] = None) -> None:
     """Similar and related items of an item."""
-    _print_json(_call(db, project, "recommend.similar", {"item": item, "n": n, **({"type": type} if type else {})}))
+    _print_json(run(db, project, "recommend.similar", {"item": item, "n": n, **({"type": type} if type else {})}))
 
 
 @app.command("people")
 def people(distinct_id: str, project: ProjectOption, db: DbOption = DEFAULT_DB,
            n: Annotated[int, typer.Option("-n")] = 10) -> None:
     """People you may like."""
-    _print_json(_call(db, project, "recommend.people", {"distinct_id": distinct_id, "n": n}))
+    _print_json(run(db, project, "recommend.people", {"distinct_id": distinct_id, "n": n}))
 
 
 @app.command("models")
 def models(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Trained models, newest first."""
-    _print_json(_call(db, project, "recommend.models", {}))
+    _print_json(run(db, project, "recommend.models", {}))
 
 
 @app.command("stats")
@@ -131,13 +117,13 @@ def stats(project: ProjectOption, db: DbOption = DEFAULT_DB,
     """Online impressions, clicks, CTR and conversions per scene, variant and source."""
     params: dict[str, Any] = {"window_hours": window_hours}
     params.update({k: v for k, v in (("date_from", date_from), ("date_to", date_to)) if v})
-    _print_json(_call(db, project, "recommend.stats", params))
+    _print_json(run(db, project, "recommend.stats", params))
 
 
 @config_app.command("get")
 def config_get(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """The settings (with the interaction rules detected from the events when none are set)."""
-    _print_json(_call(db, project, "recommend.config.get", {}))
+    _print_json(run(db, project, "recommend.config.get", {}))
 
 
 @config_app.command("set")
@@ -145,18 +131,18 @@ def config_set(file: Annotated[Path, typer.Argument(help="settings (JSON); '-' r
                project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Replace the settings (validated as a whole)."""
     try:
-        body = json.loads(_read(file))
+        body = json.loads(read_text(file))
     except json.JSONDecodeError as exc:
         _fail(UserloopError("malformed_json", f"{file} is not valid JSON: {exc}"))
         raise
-    _print_json(_call(db, project, "recommend.config.set", body))
+    _print_json(run(db, project, "recommend.config.set", body))
 
 
 @items_app.command("import")
 def items_import(file: Annotated[Path, typer.Argument(help="CSV with type,id[,title,tags,category,price,...]")],
                  project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Import items from a CSV file (tags separated by '|')."""
-    _print_json(_call(db, project, "recommend.items.import", {"csv": _read(file)}))
+    _print_json(run(db, project, "recommend.items.import", {"csv": read_text(file)}))
 
 
 @items_app.command("list")
@@ -166,4 +152,4 @@ def items_list(project: ProjectOption, db: DbOption = DEFAULT_DB,
                limit: Annotated[int, typer.Option("--limit")] = 100) -> None:
     """List catalogue items."""
     params: dict[str, Any] = {"limit": limit, **{k: v for k, v in (("type", type), ("tag", tag)) if v}}
-    _print_json(_call(db, project, "recommend.items.list", params))
+    _print_json(run(db, project, "recommend.items.list", params))

@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from userloop.cli import DbOption
+from userloop.cli.common import ProjectOption, call, read_object
 from userloop.config import DEFAULT_DB
-from userloop.errors import UserloopError
 
 app = typer.Typer(
     help="Segments: rule-based groups of persons (preview, save, compute, export).", no_args_is_help=True
 )
-
-DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file", envvar="USERLOOP_DB")]
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
-
-
-def _call(db: Path, project: int, name: str, params: dict[str, Any]) -> None:
-    from userloop.cli import _print_json, backend
-
-    with backend(db) as b:
-        try:
-            result = b.call(name, project, params)
-        except UserloopError as exc:  # the field path helps on a terminal (the JSON body has it apart)
-            if exc.field and exc.field not in exc.message:
-                exc.message = f"{exc.message} (at {exc.field})"
-            raise
-        _print_json(result)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    from userloop.cli import _fail
-
-    raw = sys.stdin.read() if str(file) == "-" else file.read_text()
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        _fail(UserloopError("malformed_json", f"{file} is not valid JSON: {exc}"))
-        raise
-    if not isinstance(body, dict):
-        _fail(UserloopError("invalid_body", f"{file} must hold a JSON object"))
-    return body
 
 
 @app.command()
@@ -60,12 +29,12 @@ def preview(
 ) -> None:
     """Count the persons a rule selects (and show a sample) without saving anything. The file may
     be a segment definition (for ``create``): its rule is previewed."""
-    body = _read_json(file)
+    body = read_object(file)
     if "rule" in body:
         body = {k: v for k, v in body.items() if k in ("rule", "sample", "as_of")}
     else:
         body = {"rule": body}
-    _call(db, project, "segments.preview", body)
+    call(db, project, "segments.preview", body, field_in_message=True)
 
 
 @app.command()
@@ -75,19 +44,19 @@ def create(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Save a segment and compute its members."""
-    _call(db, project, "segments.create", _read_json(file))
+    call(db, project, "segments.create", read_object(file), field_in_message=True)
 
 
 @app.command("list")
 def list_segments(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """The saved segments."""
-    _call(db, project, "segments.list", {})
+    call(db, project, "segments.list", {}, field_in_message=True)
 
 
 @app.command()
 def get(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """One saved segment."""
-    _call(db, project, "segments.get", {"name": name})
+    call(db, project, "segments.get", {"name": name}, field_in_message=True)
 
 
 @app.command()
@@ -98,19 +67,19 @@ def update(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Change a segment (a new rule or type recomputes its members)."""
-    _call(db, project, "segments.update", {**_read_json(file), "name": name})
+    call(db, project, "segments.update", {**read_object(file), "name": name}, field_in_message=True)
 
 
 @app.command()
 def delete(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Delete a segment with its members and history."""
-    _call(db, project, "segments.delete", {"name": name})
+    call(db, project, "segments.delete", {"name": name}, field_in_message=True)
 
 
 @app.command()
 def compute(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Recompute a segment now (a static one: take a new snapshot)."""
-    _call(db, project, "segments.compute", {"name": name})
+    call(db, project, "segments.compute", {"name": name}, field_in_message=True)
 
 
 @app.command()
@@ -122,7 +91,7 @@ def members(
     offset: Annotated[int, typer.Option(help="members to skip")] = 0,
 ) -> None:
     """The current members (person_id order)."""
-    _call(db, project, "segments.members", {"name": name, "limit": limit, "offset": offset})
+    call(db, project, "segments.members", {"name": name, "limit": limit, "offset": offset}, field_in_message=True)
 
 
 @app.command()
@@ -137,7 +106,7 @@ def history(
     params: dict[str, Any] = {"name": name, "limit": limit}
     if person is not None:
         params["person_id"] = person
-    _call(db, project, "segments.history", params)
+    call(db, project, "segments.history", params, field_in_message=True)
 
 
 @app.command()
@@ -162,4 +131,4 @@ def export(
         "properties": properties,
         "distinct_ids": distinct_ids,
     }
-    _call(db, project, "segments.export", params)
+    call(db, project, "segments.export", params, field_in_message=True)

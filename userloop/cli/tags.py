@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from userloop.cli import DbOption, _fail, _print_json, backend
+from userloop.cli import DbOption
+from userloop.cli.common import ProjectOption, call, read_object, read_text
 from userloop.config import DEFAULT_DB
-from userloop.errors import UserloopError
 
 app = typer.Typer(help="Tags: static, semi-dynamic and dynamic person attributes.", no_args_is_help=True)
-
-ProjectOption = Annotated[int, typer.Option("--project", help="project id")]
-
-
-def _read(file: Path) -> str:
-    try:
-        return sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        _fail(UserloopError("file_unreadable", f"cannot read {file}: {exc}", "file"))
-        raise
-
-
-def _definition(file: Path) -> dict[str, Any]:
-    try:
-        body = json.loads(_read(file))
-    except json.JSONDecodeError as exc:
-        _fail(UserloopError("malformed_json", f"{file} is not valid JSON: {exc}"))
-        raise
-    if not isinstance(body, dict):
-        _fail(UserloopError("invalid_body", f"{file} must hold one JSON object"))
-    return body  # type: ignore[no-any-return]
-
-
-def _call(db: Path, project: int, name: str, params: dict[str, Any]) -> None:
-    with backend(db) as b:
-        _print_json(b.call(name, project, params))
-
 
 @app.command("create")
 def create(file: Annotated[Path, typer.Argument(help="tag definition (JSON); '-' reads stdin")],
            project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Create a tag (computed tags are computed at once)."""
-    _call(db, project, "tags.create", _definition(file))
+    call(db, project, "tags.create", read_object(file))
 
 
 @app.command("list")
@@ -54,13 +25,13 @@ def list_tags(project: ProjectOption, db: DbOption = DEFAULT_DB,
               kind: Annotated[str | None, typer.Option(help="static | semi_dynamic | dynamic")] = None,
               category: Annotated[str | None, typer.Option(help="a category path and below")] = None) -> None:
     """List the project's tags."""
-    _call(db, project, "tags.list", {k: v for k, v in (("kind", kind), ("category", category)) if v})
+    call(db, project, "tags.list", {k: v for k, v in (("kind", kind), ("category", category)) if v})
 
 
 @app.command("get")
 def get(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Show one tag's definition and state."""
-    _call(db, project, "tags.get", {"name": name})
+    call(db, project, "tags.get", {"name": name})
 
 
 @app.command("update")
@@ -68,20 +39,20 @@ def update(name: str, file: Annotated[Path, typer.Argument(help="fields to chang
            project: ProjectOption, db: DbOption = DEFAULT_DB,
            replace: Annotated[bool, typer.Option("--replace", help="replace the whole definition")] = False) -> None:
     """Change a tag's definition (null resets a field) and recompute it."""
-    _call(db, project, "tags.update", {**_definition(file), "name": name, "replace": replace})
+    call(db, project, "tags.update", {**read_object(file), "name": name, "replace": replace})
 
 
 @app.command("delete")
 def delete(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """Delete a tag with its values and history."""
-    _call(db, project, "tags.delete", {"name": name})
+    call(db, project, "tags.delete", {"name": name})
 
 
 @app.command("compute")
 def compute(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB,
             as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time the windows end at")] = None) -> None:
     """Compute a tag now."""
-    _call(db, project, "tags.compute", {"name": name, "as_of": as_of})
+    call(db, project, "tags.compute", {"name": name, "as_of": as_of})
 
 
 @app.command("import")
@@ -90,14 +61,14 @@ def import_values(name: str, file: Annotated[Path, typer.Argument(help="CSV: dis
                   replace: Annotated[bool, typer.Option("--replace", help="drop values not in the file")] = False,
                   ) -> None:
     """Set a static or semi-dynamic tag's values from a CSV file."""
-    _call(db, project, "tags.import", {"name": name, "csv": _read(file), "replace": replace})
+    call(db, project, "tags.import", {"name": name, "csv": read_text(file), "replace": replace})
 
 
 @app.command("coverage")
 def coverage(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB,
              limit: Annotated[int, typer.Option(help="values listed")] = 20) -> None:
     """Share of persons with a value, and the value distribution."""
-    _call(db, project, "tags.coverage", {"name": name, "limit": limit})
+    call(db, project, "tags.coverage", {"name": name, "limit": limit})
 
 
 @app.command("history")
@@ -105,10 +76,10 @@ def history(name: str, project: ProjectOption, db: DbOption = DEFAULT_DB,
             person: Annotated[str, typer.Option(help="distinct id or person id")] = "",
             at: Annotated[str | None, typer.Option(help="ISO time: the value then")] = None) -> None:
     """A person's values of a dynamic tag over time."""
-    _call(db, project, "tags.history", {"name": name, "person": person, "at": at})
+    call(db, project, "tags.history", {"name": name, "person": person, "at": at})
 
 
 @app.command("catalogue")
 def catalogue(project: ProjectOption, db: DbOption = DEFAULT_DB) -> None:
     """The tag category tree with counts."""
-    _call(db, project, "tags.catalogue", {})
+    call(db, project, "tags.catalogue", {})
