@@ -122,3 +122,41 @@ def project_for_secret(request: Request) -> Project:
             raise AuthError("write_key_cannot_read", "a write key can only send events; use the secret key")
         raise AuthError("unknown_secret_key", "unknown secret key")
     return project
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (``{}`` when empty)."""
+    raw = await read_body(request)
+    if not raw.strip():
+        return {}
+    body = decode_json(raw)
+    if not isinstance(body, dict):
+        raise UserloopError("invalid_body", "the body must be a JSON object")
+    return body  # type: ignore[no-any-return]
+
+
+async def read_csv_upload(request: Request) -> tuple[str, dict[str, str]]:
+    """A CSV sent as a multipart file (any field name) or as the body, as text, and the other form
+    fields (the query parameters for a plain body); refused past the request size limit."""
+    from starlette.datastructures import UploadFile
+
+    limit = settings_of(request).max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge("request_too_large", f"request body is larger than {limit} bytes")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=10) as form:
+            files = [v for v in form.values() if isinstance(v, UploadFile)]
+            if not files:
+                raise UserloopError("invalid_csv", "the form has no file", "file")
+            raw = await files[0].read(limit + 1)
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        raw = await read_body(request)
+        fields = dict(request.query_params)
+    if len(raw) > limit:
+        raise TooLarge("request_too_large", f"the file is larger than {limit} bytes")
+    try:
+        return raw.decode("utf-8"), fields
+    except UnicodeDecodeError as exc:
+        raise UserloopError("invalid_csv", f"the CSV is not UTF-8 text: {exc}", "file") from exc

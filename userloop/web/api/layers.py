@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from userloop.actions import ActionContext, run_action
 from userloop.errors import UserloopError
-from userloop.web.http import JSON, decode_json, project_for_secret, read_body, store_of
+from userloop.web.http import JSON, project_for_secret, read_object, store_of
 
 
 async def call(request: Request, name: str, params: dict[str, Any], status: int = 200) -> Response:
@@ -30,13 +30,7 @@ async def call(request: Request, name: str, params: dict[str, Any], status: int 
 async def json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object ({} when empty); authenticates first."""
     project_for_secret(request)
-    raw = await read_body(request)
-    if not raw.strip():
-        return {}
-    body = decode_json(raw)
-    if not isinstance(body, dict):
-        raise UserloopError("invalid_body", "the body must be a JSON object")
-    return body
+    return await read_object(request)
 
 
 def _name(request: Request) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from userloop.actions import ActionContext, run_action
-from userloop.errors import AuthError, TooLarge, UserloopError
+from userloop.errors import AuthError
 from userloop.store.duckdb import Project
 from userloop.web.http import (
     JSON,
@@ -31,7 +30,8 @@ from userloop.web.http import (
     decode_json,
     project_for_secret,
     read_body,
-    settings_of,
+    read_csv_upload,
+    read_object,
     store_of,
 )
 
@@ -61,16 +61,6 @@ async def _secret(request: Request, name: str, params: dict[str, Any], status: i
     return await _run(request, project_for_secret(request), name, params, status)
 
 
-async def _object(request: Request) -> dict[str, Any]:
-    raw = await read_body(request)
-    if not raw.strip():
-        return {}
-    body = decode_json(raw)
-    if not isinstance(body, dict):
-        raise UserloopError("invalid_body", "the body must be a JSON object")
-    return body
-
-
 def _query(request: Request, *drop: str) -> dict[str, Any]:
     return {k: v for k, v in request.query_params.items() if k not in drop}
 
@@ -86,7 +76,7 @@ async def feed(request: Request) -> Response:
 
 async def put_interests(request: Request) -> Response:
     project, _ = project_for_app(request)
-    return await _run(request, project, "recommend.interests.set", await _object(request))
+    return await _run(request, project, "recommend.interests.set", await read_object(request))
 
 
 async def get_interests(request: Request) -> Response:
@@ -123,7 +113,7 @@ async def train(request: Request) -> Response:
 
 async def evaluate(request: Request) -> Response:
     project = project_for_secret(request)
-    return await _run(request, project, "recommend.evaluate", {**_query(request), **await _object(request)})
+    return await _run(request, project, "recommend.evaluate", {**_query(request), **await read_object(request)})
 
 
 async def evaluations(request: Request) -> Response:
@@ -136,7 +126,7 @@ async def get_config(request: Request) -> Response:
 
 async def put_config(request: Request) -> Response:
     project = project_for_secret(request)
-    return await _run(request, project, "recommend.config.set", await _object(request))
+    return await _run(request, project, "recommend.config.set", await read_object(request))
 
 
 async def list_items(request: Request) -> Response:
@@ -154,24 +144,7 @@ async def set_items(request: Request) -> Response:
 async def import_items(request: Request) -> Response:
     """A CSV as a multipart file (any field name) or a ``text/csv`` body."""
     project = project_for_secret(request)
-    limit = settings_of(request).max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge("request_too_large", f"request body is larger than {limit} bytes")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=10) as form:
-            files = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not files:
-                raise UserloopError("invalid_csv", "the form has no file", "file")
-            raw = await files[0].read(limit + 1)
-    else:
-        raw = await read_body(request)
-    if len(raw) > limit:
-        raise TooLarge("request_too_large", f"the file is larger than {limit} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserloopError("invalid_csv", f"the CSV is not UTF-8 text: {exc}", "file") from exc
+    text, _ = await read_csv_upload(request)
     return await _run(request, project, "recommend.items.import", {"csv": text})
 
 

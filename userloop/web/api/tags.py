@@ -11,30 +11,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from userloop.actions import ActionContext, run_action
-from userloop.errors import TooLarge, UserloopError
-from userloop.web.http import JSON, decode_json, project_for_secret, read_body, settings_of, store_of
+from userloop.errors import UserloopError
+from userloop.web.http import (
+    JSON,
+    decode_json,
+    project_for_secret,
+    read_body,
+    read_csv_upload,
+    read_object,
+    store_of,
+)
 
 
 async def _call(request: Request, name: str, params: dict[str, Any], status: int = 200) -> Response:
     project = project_for_secret(request)
     ctx = ActionContext(store=store_of(request), writer=request.app.state.writer, project=project)
     return JSON(await asyncio.to_thread(run_action, name, ctx, params), status_code=status)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await read_body(request)
-    if not raw.strip():
-        return {}
-    body = decode_json(raw)
-    if not isinstance(body, dict):
-        raise UserloopError("invalid_body", "the body must be a JSON object")
-    return body
 
 
 def _name(request: Request) -> str:
@@ -48,7 +45,7 @@ async def list_tags(request: Request) -> Response:
 
 async def create_tag(request: Request) -> Response:
     project_for_secret(request)
-    return await _call(request, "tags.create", await _json_object(request), status=201)
+    return await _call(request, "tags.create", await read_object(request), status=201)
 
 
 async def catalogue(request: Request) -> Response:
@@ -61,12 +58,12 @@ async def get_tag(request: Request) -> Response:
 
 async def patch_tag(request: Request) -> Response:
     project_for_secret(request)
-    return await _call(request, "tags.update", {**await _json_object(request), "name": _name(request)})
+    return await _call(request, "tags.update", {**await read_object(request), "name": _name(request)})
 
 
 async def put_tag(request: Request) -> Response:
     project_for_secret(request)
-    body = await _json_object(request)
+    body = await read_object(request)
     if "name" in body and body["name"] != _name(request):
         raise UserloopError("invalid_field", "a tag cannot be renamed", "name")
     return await _call(request, "tags.update", {**body, "name": _name(request), "replace": True})
@@ -78,34 +75,17 @@ async def delete_tag(request: Request) -> Response:
 
 async def compute_tag(request: Request) -> Response:
     project_for_secret(request)
-    body = await _json_object(request)
+    body = await read_object(request)
     as_of = body.get("as_of", request.query_params.get("as_of"))
     return await _call(request, "tags.compute", {"name": _name(request), "as_of": as_of})
 
 
 async def import_csv(request: Request) -> Response:
-    """A CSV (``distinct_id|person_id,value``) as a multipart file (any field name) or the body."""
+    """A CSV (``distinct_id|person_id,value``) as a multipart file (any field name) or the body;
+    ``replace`` as a form field or query parameter."""
     project_for_secret(request)
-    limit = settings_of(request).max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge("request_too_large", f"request body is larger than {limit} bytes")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=10) as form:
-            files = [v for v in form.values() if isinstance(v, UploadFile)]
-            if not files:
-                raise UserloopError("invalid_csv", "the form has no file", "file")
-            raw = await files[0].read(limit + 1)
-            replace = str(form.get("replace", "")).lower() in ("1", "true")
-    else:
-        raw = await read_body(request)
-        replace = request.query_params.get("replace", "").lower() in ("1", "true")
-    if len(raw) > limit:
-        raise TooLarge("request_too_large", f"the file is larger than {limit} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserloopError("invalid_csv", f"the CSV is not UTF-8 text: {exc}", "file") from exc
+    text, fields = await read_csv_upload(request)
+    replace = fields.get("replace", "").lower() in ("1", "true")
     return await _call(request, "tags.import", {"name": _name(request), "csv": text, "replace": replace})
 
 
